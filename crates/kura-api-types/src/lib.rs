@@ -1,0 +1,522 @@
+//! The wire types of Kura's HTTP API (`/api/v1`), shared by the server and the `kura` CLI, and
+//! the one error envelope: `{"error": {"code": "...", "message": "..."}}`.
+//!
+//! Serde lives here and not on domain types. Times are RFC 3339 strings in UTC; ids are opaque
+//! strings. This crate must not depend on the server or on storage.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// The error envelope every failing response carries.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorEnvelope {
+    pub error: ErrorBody,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// A stable, machine-readable code such as `not_found`, `conflict`, `invalid_input`.
+    pub code: String,
+    /// A sentence for people.
+    pub message: String,
+}
+
+/// Part categories (DESIGN.md section 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Category {
+    Certificate,
+    Image,
+    Medication,
+    Observation,
+    Condition,
+    Procedure,
+    Document,
+    PatientEntered,
+    Other,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantAction {
+    View,
+    Copy,
+    Move,
+    Delete,
+    Statistics,
+}
+
+/// Powers an agent holds: the grantable actions plus managing grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Power {
+    View,
+    Copy,
+    Move,
+    Delete,
+    Statistics,
+    ManageGrants,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Anonymization {
+    #[default]
+    None,
+    Pseudonymized,
+    Anonymized,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Authentication and accounts
+
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+pub struct LoginRequest {
+    pub username: String,
+    pub password: String,
+    /// The current TOTP code, for accounts with a second factor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub totp: Option<String>,
+}
+
+impl std::fmt::Debug for LoginRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginRequest").field("username", &self.username).finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LoginResponse {
+    pub token: String,
+    pub expires_at: String,
+    pub account: AccountView,
+}
+
+/// OAuth2 token response (client credentials with a JWT assertion).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: String,
+    pub expires_in: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+}
+
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+pub struct RegisterPatientRequest {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for RegisterPatientRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegisterPatientRequest").field("username", &self.username).finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreateAccountRequest {
+    pub username: String,
+    pub password: String,
+    /// `staff`, `researcher` or `operator`.
+    pub kind: String,
+    /// The organisation a staff member or researcher acts for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<String>,
+}
+
+impl std::fmt::Debug for CreateAccountRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreateAccountRequest")
+            .field("username", &self.username)
+            .field("kind", &self.kind)
+            .field("org", &self.org)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AccountView {
+    pub id: String,
+    pub username: String,
+    /// `patient`, `staff`, `researcher`, `operator` or `machine`.
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<String>,
+    pub totp_enabled: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TotpEnrollment {
+    /// Base32 secret to load into an authenticator app.
+    pub secret: String,
+    pub otpauth_url: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TotpConfirmRequest {
+    pub secret: String,
+    pub code: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreateOrgRequest {
+    pub name: String,
+    /// `institution` or `research`.
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct OrgView {
+    pub id: String,
+    pub name: String,
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RegisterClientRequest {
+    pub org: String,
+    /// The client's public key, PEM (SPKI).
+    pub public_key_pem: String,
+    /// `ES384`, `RS384` or `EdDSA` (SMART Backend Services requires ES384 and RS384).
+    pub algorithm: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ClientView {
+    pub client_id: String,
+    pub org: String,
+    pub algorithm: String,
+    /// The `aud` every client assertion must carry: this server's token endpoint.
+    pub token_endpoint: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Patient links
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreateLinkCodeRequest {
+    /// The institution's local patient id (MRN).
+    pub mrn: String,
+}
+
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+pub struct LinkCodeView {
+    pub code: String,
+    pub mrn: String,
+    pub expires_at: String,
+}
+
+impl std::fmt::Debug for LinkCodeView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkCodeView").field("expires_at", &self.expires_at).finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+pub struct RedeemLinkCodeRequest {
+    pub code: String,
+}
+
+impl std::fmt::Debug for RedeemLinkCodeRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RedeemLinkCodeRequest(..)")
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LinkView {
+    pub institution: String,
+    pub institution_name: String,
+    pub mrn: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Records
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PartView {
+    pub index: u32,
+    pub category: Category,
+    pub resource_type: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct UploadResponse {
+    pub id: String,
+    /// `org:<id>` or `account:<id>`.
+    pub owner: String,
+    pub format: String,
+    pub labels: Vec<String>,
+    pub parts: Vec<PartView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LocatorView {
+    pub destination: String,
+    pub moved_at: String,
+    pub ordered_by: String,
+}
+
+/// Why the caller may see a record, and what was done to what it sees.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AccessView {
+    /// `owner`, `delegation`, `grant` or `copy_holder`.
+    pub basis: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<String>,
+    pub anonymization: Anonymization,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RecordSummary {
+    pub id: String,
+    pub owner: String,
+    pub institution: String,
+    pub format: String,
+    pub state: String,
+    /// The parts the caller may see.
+    pub parts: Vec<PartView>,
+    /// Labels, shown to the owner (and agents) only.
+    pub labels: Vec<String>,
+    pub created_at: String,
+    pub access: AccessView,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RecordList {
+    pub records: Vec<RecordSummary>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RecordView {
+    pub id: String,
+    pub owner: String,
+    pub institution: String,
+    pub format: String,
+    pub state: String,
+    pub parts: Vec<PartView>,
+    pub labels: Vec<String>,
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub derived_from: Option<String>,
+    pub provenance: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<AccessView>,
+    /// FHIR content (JSON), after the obligations were applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<serde_json::Value>,
+    /// DICOM or PDF content, base64, after the obligations were applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_base64: Option<String>,
+    /// Why content was withheld, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub withheld: Option<String>,
+    /// Where a moved record went.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locator: Option<LocatorView>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct TransferAgreementBody {
+    /// The institution keeps a view grant on what it transferred.
+    #[serde(default)]
+    pub retain_view: bool,
+    /// Only parts of these categories move (the record splits); absent: the whole record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parts: Option<Vec<Category>>,
+    /// Names of the institution and its staff are replaced by stable pseudonyms.
+    #[serde(default)]
+    pub anonymize_staff: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct TransferRequest {
+    pub agreement: TransferAgreementBody,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TransferResponse {
+    pub transfer: String,
+    /// The record the patient now owns.
+    pub record: String,
+    pub owner: String,
+    /// For a partial transfer: the record the institution keeps (the original id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remainder: Option<String>,
+    /// The institution's view grant, when the agreement retains one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retained_grant: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CopyResponse {
+    /// The in-server copy, owned by the grantee.
+    pub id: String,
+    /// The copy is deleted at this instant (the grant's end), or when the grant is revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct MoveRequest {
+    /// Where the content goes, in words or as a URL; kept in the locator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LedgerEntryView {
+    pub seq: i64,
+    pub event: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_owner: Option<String>,
+    pub to_owner: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<String>,
+    pub actor: String,
+    pub at: String,
+    pub note: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Grants and delegations
+
+/// A party: `{"org": "<id>"}` or `{"account": "<id>"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PartyRef {
+    Org(String),
+    Account(String),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreateGrantRequest {
+    pub grantee: PartyRef,
+    /// These records; or, when absent, every record of the owner carrying all `labels`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records: Option<Vec<String>>,
+    #[serde(default)]
+    pub labels: Vec<String>,
+    pub scope: Vec<Category>,
+    pub actions: Vec<GrantAction>,
+    #[serde(default)]
+    pub anonymization: Anonymization,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    #[serde(default)]
+    pub purpose: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct GrantView {
+    pub id: String,
+    pub owner: String,
+    pub grantee: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records: Option<Vec<String>>,
+    pub labels: Vec<String>,
+    pub scope: Vec<Category>,
+    pub actions: Vec<GrantAction>,
+    pub anonymization: Anonymization,
+    pub not_before: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<String>,
+    pub active: bool,
+    pub purpose: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct GrantList {
+    pub grants: Vec<GrantView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreateDelegationRequest {
+    /// The agent's username.
+    pub agent: String,
+    /// The patient's account id; omit when a patient appoints their own agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patient: Option<String>,
+    /// `appointed` (by the patient) or `guardian` (registered by an operator or institution).
+    #[serde(default = "default_delegation_kind")]
+    pub kind: String,
+    pub powers: Vec<Power>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+}
+
+fn default_delegation_kind() -> String {
+    "appointed".to_owned()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DelegationView {
+    pub id: String,
+    pub agent: String,
+    pub patient: String,
+    pub kind: String,
+    pub powers: Vec<Power>,
+    pub not_before: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<String>,
+    pub active: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DelegationList {
+    pub delegations: Vec<DelegationView>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Audit
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuditEntryView {
+    pub seq: i64,
+    pub at: String,
+    pub actor: String,
+    /// The actor's username or organisation name.
+    pub actor_name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub on_behalf_of: String,
+    pub action: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub record: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub grant: String,
+    /// `allowed`, `denied` or `done`.
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuditList {
+    pub entries: Vec<AuditEntryView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuditVerification {
+    pub ok: bool,
+    pub entries_checked: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broken_at_seq: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+    pub database: String,
+    pub version: String,
+}

@@ -1,0 +1,96 @@
+//! Parties: who can own a record, receive a grant, or act.
+
+use crate::ids::{AccountId, OrgId};
+
+/// Someone who can own records or hold grants: an organisation (institution or research
+/// organisation) or a person's account (a patient, or a named doctor).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Party {
+    Organisation(OrgId),
+    Account(AccountId),
+}
+
+impl Party {
+    /// The stable text form used in storage and on the wire: `org:<id>` or `account:<id>`.
+    pub fn to_text(&self) -> String {
+        match self {
+            Party::Organisation(id) => format!("org:{id}"),
+            Party::Account(id) => format!("account:{id}"),
+        }
+    }
+
+    pub fn from_text(raw: &str) -> Option<Self> {
+        let (kind, id) = raw.split_once(':')?;
+        match kind {
+            "org" => OrgId::parse(id).ok().map(Party::Organisation),
+            "account" => AccountId::parse(id).ok().map(Party::Account),
+            _ => None,
+        }
+    }
+}
+
+/// What kind of organisation an [`OrgId`] names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrgKind {
+    Institution,
+    Research,
+}
+
+/// What kind of account a login or a client credential belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountKind {
+    Patient,
+    /// A member of an institution (staff, doctor); acts for the institution.
+    Staff,
+    /// A member of a research organisation; acts for it.
+    Researcher,
+    /// Runs the server.
+    Operator,
+    /// A machine client (management server, research device) of an organisation.
+    Machine,
+}
+
+impl OrgKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrgKind::Institution => "institution",
+            OrgKind::Research => "research",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "institution" => Some(OrgKind::Institution),
+            "research" => Some(OrgKind::Research),
+            _ => None,
+        }
+    }
+}
+
+impl AccountKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountKind::Patient => "patient",
+            AccountKind::Staff => "staff",
+            AccountKind::Researcher => "researcher",
+            AccountKind::Operator => "operator",
+            AccountKind::Machine => "machine",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "patient" => Some(AccountKind::Patient),
+            "staff" => Some(AccountKind::Staff),
+            "researcher" => Some(AccountKind::Researcher),
+            "operator" => Some(AccountKind::Operator),
+            "machine" => Some(AccountKind::Machine),
+            _ => None,
+        }
+    }
+
+    /// Whether accounts of this kind act for an organisation.
+    pub fn acts_for_organisation(self) -> bool {
+        matches!(self, AccountKind::Staff | AccountKind::Researcher | AccountKind::Machine)
+    }
+}

@@ -1,0 +1,494 @@
+//! The policy core: grants, delegations, actors, and [`decide`].
+//!
+//! Access is denied unless the actor owns the record (directly, or as an agent within a
+//! delegation) or holds an active grant that covers the action and the part. A [`Permit`] is
+//! the only key to record content: it can be produced by [`decide`] alone, and the content
+//! paths in the store ask for one.
+
+use crate::ids::{AccountId, DelegationId, GrantId, RecordId};
+use crate::labels::Label;
+use crate::party::Party;
+use crate::record::{CategorySet, PartCategory, RecordState};
+use crate::time::{Period, Timestamp};
+
+/// What an actor wants to do with a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Action {
+    View,
+    Copy,
+    Move,
+    Delete,
+    Statistics,
+    /// Hand custody to the linked patient. Owners only; never grantable.
+    Transfer,
+    /// Create or revoke grants on the owner's records. Owners and delegated agents only.
+    ManageGrants,
+}
+
+impl Action {
+    pub const ALL: [Action; 7] = [
+        Action::View,
+        Action::Copy,
+        Action::Move,
+        Action::Delete,
+        Action::Statistics,
+        Action::Transfer,
+        Action::ManageGrants,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::View => "view",
+            Action::Copy => "copy",
+            Action::Move => "move",
+            Action::Delete => "delete",
+            Action::Statistics => "statistics",
+            Action::Transfer => "transfer",
+            Action::ManageGrants => "manage_grants",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == raw)
+    }
+
+    /// Whether a grant may carry this action.
+    pub fn is_grantable(self) -> bool {
+        matches!(self, Action::View | Action::Copy | Action::Move | Action::Delete | Action::Statistics)
+    }
+
+    fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
+/// A set of actions.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct ActionSet(u8);
+
+impl ActionSet {
+    pub const fn empty() -> Self {
+        Self(0)
+    }
+
+    pub fn with(mut self, action: Action) -> Self {
+        self.0 |= action.bit();
+        self
+    }
+
+    pub fn contains(self, action: Action) -> bool {
+        self.0 & action.bit() != 0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn iter(self) -> impl Iterator<Item = Action> {
+        Action::ALL.into_iter().filter(move |a| self.contains(*a))
+    }
+
+    pub fn to_text(self) -> String {
+        self.iter().map(Action::as_str).collect::<Vec<_>>().join(",")
+    }
+
+    pub fn from_text(raw: &str) -> Option<Self> {
+        raw.split(',').filter(|s| !s.is_empty()).map(Action::parse).collect()
+    }
+}
+
+impl FromIterator<Action> for ActionSet {
+    fn from_iter<I: IntoIterator<Item = Action>>(iter: I) -> Self {
+        iter.into_iter().fold(Self::empty(), Self::with)
+    }
+}
+
+impl std::fmt::Debug for ActionSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.iter().map(Action::as_str)).finish()
+    }
+}
+
+/// How much identifying information a grantee may see. Ordered from least to most protective.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Anonymization {
+    None,
+    Pseudonymized,
+    Anonymized,
+}
+
+impl Anonymization {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Anonymization::None => "none",
+            Anonymization::Pseudonymized => "pseudonymized",
+            Anonymization::Anonymized => "anonymized",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "none" => Some(Anonymization::None),
+            "pseudonymized" => Some(Anonymization::Pseudonymized),
+            "anonymized" => Some(Anonymization::Anonymized),
+            _ => None,
+        }
+    }
+}
+
+/// Which of the owner's records a grant covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordSelector {
+    /// These records.
+    Records(Vec<RecordId>),
+    /// Every record of the owner carrying all of these labels (none: every record).
+    Labels(Vec<Label>),
+}
+
+impl RecordSelector {
+    pub fn matches(&self, record: &RecordId, labels: &[Label]) -> bool {
+        match self {
+            RecordSelector::Records(ids) => ids.contains(record),
+            RecordSelector::Labels(wanted) => wanted.iter().all(|l| labels.contains(l)),
+        }
+    }
+}
+
+/// The conditions of a grant, validated: what a new grant (or a narrowed one) must satisfy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantTerms {
+    selector: RecordSelector,
+    scope: CategorySet,
+    actions: ActionSet,
+    anonymization: Anonymization,
+    period: Period,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidGrant {
+    #[error("a grant needs at least one action")]
+    NoActions,
+    #[error("'{0}' cannot be granted; grants carry view, copy, move, delete or statistics")]
+    NotGrantable(&'static str),
+    #[error("a grant needs at least one part category in its scope")]
+    EmptyScope,
+    #[error("a grant over a list of records needs at least one record")]
+    NoRecords,
+    #[error("the grant's period ends before it begins")]
+    EmptyPeriod,
+}
+
+impl GrantTerms {
+    pub fn new(
+        selector: RecordSelector,
+        scope: CategorySet,
+        actions: ActionSet,
+        anonymization: Anonymization,
+        not_before: Timestamp,
+        expires_at: Option<Timestamp>,
+    ) -> Result<Self, InvalidGrant> {
+        if actions.is_empty() {
+            return Err(InvalidGrant::NoActions);
+        }
+        if let Some(bad) = actions.iter().find(|a| !a.is_grantable()) {
+            return Err(InvalidGrant::NotGrantable(bad.as_str()));
+        }
+        if scope.is_empty() {
+            return Err(InvalidGrant::EmptyScope);
+        }
+        if matches!(&selector, RecordSelector::Records(ids) if ids.is_empty()) {
+            return Err(InvalidGrant::NoRecords);
+        }
+        let period = Period::new(not_before, expires_at).map_err(|_| InvalidGrant::EmptyPeriod)?;
+        Ok(Self { selector, scope, actions, anonymization, period })
+    }
+
+    pub fn selector(&self) -> &RecordSelector {
+        &self.selector
+    }
+    pub fn scope(&self) -> CategorySet {
+        self.scope
+    }
+    pub fn actions(&self) -> ActionSet {
+        self.actions
+    }
+    pub fn anonymization(&self) -> Anonymization {
+        self.anonymization
+    }
+    pub fn period(&self) -> Period {
+        self.period
+    }
+}
+
+/// A grant from an owner to a grantee.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub id: GrantId,
+    pub owner: Party,
+    pub grantee: Party,
+    pub terms: GrantTerms,
+    pub revoked_at: Option<Timestamp>,
+}
+
+impl Grant {
+    /// In force at `now`: inside its period and not revoked (revocation at `t` ends it at `t`).
+    pub fn is_active(&self, now: Timestamp) -> bool {
+        self.terms.period.contains(now) && self.revoked_at.is_none_or(|t| now < t)
+    }
+}
+
+/// A patient's appointment of an agent (or a guardian registered for the patient).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delegation {
+    pub id: DelegationId,
+    pub agent: AccountId,
+    pub patient: AccountId,
+    /// What the agent may do as the patient; may include [`Action::ManageGrants`].
+    pub powers: ActionSet,
+    pub period: Period,
+    pub revoked_at: Option<Timestamp>,
+}
+
+impl Delegation {
+    pub fn is_active(&self, now: Timestamp) -> bool {
+        self.period.contains(now) && self.revoked_at.is_none_or(|t| now < t)
+    }
+}
+
+/// Who is acting: the parties the caller is (a person's account, the organisation a member or
+/// machine acts for), and, for an agent, the delegation it acts under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    pub identities: Vec<Party>,
+    pub acting_for: Option<Delegation>,
+}
+
+impl Actor {
+    pub fn new(identities: Vec<Party>) -> Self {
+        Self { identities, acting_for: None }
+    }
+
+    pub fn acting_for(mut self, delegation: Delegation) -> Self {
+        self.acting_for = Some(delegation);
+        self
+    }
+
+    /// The parties whose rights this actor exercises for `action` at `now`: the patient's when
+    /// acting under a delegation that covers the action, its own identities otherwise.
+    fn effective_parties(&self, action: Action, now: Timestamp) -> Option<Vec<Party>> {
+        match &self.acting_for {
+            Some(d) if d.is_active(now) && d.powers.contains(action) => Some(vec![Party::Account(d.patient.clone())]),
+            Some(_) => None,
+            None => Some(self.identities.clone()),
+        }
+    }
+}
+
+/// What the policy needs to know about one record: loaded by the store, judged here.
+#[derive(Debug, Clone)]
+pub struct RecordPolicyView {
+    pub id: RecordId,
+    pub owner: Party,
+    pub state: RecordState,
+    /// The categories of the record's parts.
+    pub categories: CategorySet,
+    pub labels: Vec<Label>,
+    /// Grants by the record's owner that may apply (the store may pass more; they are filtered).
+    pub grants: Vec<Grant>,
+    /// For an in-server copy: the grant it was made under. The copy opens only while it stands.
+    pub held_under: Option<Grant>,
+}
+
+/// Why access was allowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Basis {
+    Owner,
+    Delegation(DelegationId),
+    Grant(GrantId),
+    /// The holder of an in-server copy, while the grant it was made under stands.
+    CopyHolder(GrantId),
+}
+
+/// What the response path must do with content released under a permit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Obligations {
+    /// Parts outside this set must be dropped.
+    pub keep_categories: CategorySet,
+    /// The content must be anonymized at least to this level.
+    pub anonymization: Anonymization,
+    /// Copies made under this permit must stop opening at this instant.
+    pub copies_expire_at: Option<Timestamp>,
+}
+
+impl Obligations {
+    fn none() -> Self {
+        Self { keep_categories: CategorySet::all(), anonymization: Anonymization::None, copies_expire_at: None }
+    }
+}
+
+/// Permission to perform one action on one record, with its obligations. Only [`decide`] can
+/// make one; content paths require it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Permit {
+    record: RecordId,
+    action: Action,
+    basis: Basis,
+    obligations: Obligations,
+}
+
+impl Permit {
+    pub fn record(&self) -> &RecordId {
+        &self.record
+    }
+    pub fn action(&self) -> Action {
+        self.action
+    }
+    pub fn basis(&self) -> &Basis {
+        &self.basis
+    }
+    pub fn obligations(&self) -> Obligations {
+        self.obligations
+    }
+}
+
+/// Why access was denied. Never shown to outsiders: to them a denial looks like a missing record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenyReason {
+    /// The record has been moved or deleted.
+    NotActive,
+    /// The copy's grant expired or was revoked.
+    CopyExpired,
+    /// Neither ownership, a delegation nor a grant covers this.
+    NoBasis,
+}
+
+impl DenyReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DenyReason::NotActive => "not_active",
+            DenyReason::CopyExpired => "copy_expired",
+            DenyReason::NoBasis => "no_basis",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Allow(Permit),
+    Deny(DenyReason),
+}
+
+impl Decision {
+    pub fn is_allowed(&self) -> bool {
+        matches!(self, Decision::Allow(_))
+    }
+}
+
+/// Decides whether `actor` may perform `action` on `record` (or on one `part` category of it)
+/// at `now`. Deny is the default.
+///
+/// Without a part, `view`, `copy` and `statistics` need the grant's scope to meet at least one
+/// of the record's categories (the rest is dropped by obligation), while `move` and `delete`
+/// need it to cover every category, since they act on the whole record. When several grants
+/// apply, the least restrictive one is used: lowest anonymization, then widest coverage of the
+/// record, then the smallest grant id, so that the choice is deterministic.
+pub fn decide(
+    actor: &Actor,
+    action: Action,
+    record: &RecordPolicyView,
+    part: Option<PartCategory>,
+    now: Timestamp,
+) -> Decision {
+    if record.state != RecordState::Active {
+        return Decision::Deny(DenyReason::NotActive);
+    }
+    let Some(parties) = actor.effective_parties(action, now) else {
+        return Decision::Deny(DenyReason::NoBasis);
+    };
+    if let Some(part) = part
+        && !record.categories.contains(part)
+    {
+        return Decision::Deny(DenyReason::NoBasis);
+    }
+    let permit = |basis, obligations| Decision::Allow(Permit { record: record.id.clone(), action, basis, obligations });
+
+    if parties.contains(&record.owner) {
+        if let Some(copy_grant) = &record.held_under {
+            // The holder of a copy may look at it and throw it away, only while the grant stands.
+            if !copy_grant.is_active(now) {
+                return Decision::Deny(DenyReason::CopyExpired);
+            }
+            if !matches!(action, Action::View | Action::Delete) {
+                return Decision::Deny(DenyReason::NoBasis);
+            }
+            return permit(
+                Basis::CopyHolder(copy_grant.id.clone()),
+                Obligations {
+                    keep_categories: CategorySet::all(),
+                    anonymization: copy_grant.terms.anonymization,
+                    copies_expire_at: copy_grant.terms.period.expires_at(),
+                },
+            );
+        }
+        let basis = match &actor.acting_for {
+            Some(d) => Basis::Delegation(d.id.clone()),
+            None => Basis::Owner,
+        };
+        return permit(basis, Obligations::none());
+    }
+    if record.held_under.is_some() {
+        // Copies are the holder's alone; nobody can be granted access to them.
+        return Decision::Deny(DenyReason::NoBasis);
+    }
+
+    let best = record
+        .grants
+        .iter()
+        .filter(|g| g.owner == record.owner && parties.contains(&g.grantee))
+        .filter(|g| g.is_active(now) && g.terms.actions.contains(action))
+        .filter(|g| g.terms.selector.matches(&record.id, &record.labels))
+        .filter(|g| covers(g.terms.scope, record.categories, action, part))
+        .min_by(|a, b| {
+            let coverage = |g: &Grant| g.terms.scope.intersection(record.categories).len();
+            a.terms.anonymization.cmp(&b.terms.anonymization).then(coverage(b).cmp(&coverage(a))).then(a.id.cmp(&b.id))
+        });
+    match best {
+        Some(g) => permit(
+            Basis::Grant(g.id.clone()),
+            Obligations {
+                keep_categories: g.terms.scope.intersection(record.categories),
+                anonymization: g.terms.anonymization,
+                copies_expire_at: g.terms.period.expires_at(),
+            },
+        ),
+        None => Decision::Deny(DenyReason::NoBasis),
+    }
+}
+
+fn covers(scope: CategorySet, categories: CategorySet, action: Action, part: Option<PartCategory>) -> bool {
+    match (part, action) {
+        (Some(part), _) => scope.contains(part),
+        (None, Action::Move | Action::Delete) => categories.is_subset_of(scope),
+        (None, _) => !scope.intersection(categories).is_empty(),
+    }
+}
+
+/// Whether `actor` may manage grants (and answer requests) for records owned by `owner`.
+pub fn may_manage_grants_of(actor: &Actor, owner: &Party, now: Timestamp) -> bool {
+    actor.effective_parties(Action::ManageGrants, now).is_some_and(|parties| parties.contains(owner))
+}
+
+/// Whether `actor` may learn where a moved record went: its last owner, or a grantee whose
+/// grant on it was in force when it moved.
+pub fn may_know_location(actor: &Actor, record: &RecordPolicyView, moved_at: Timestamp) -> bool {
+    let Some(parties) = actor.effective_parties(Action::View, moved_at) else {
+        return false;
+    };
+    parties.contains(&record.owner)
+        || record.grants.iter().any(|g| {
+            g.owner == record.owner
+                && parties.contains(&g.grantee)
+                && g.is_active(moved_at)
+                && g.terms.selector.matches(&record.id, &record.labels)
+        })
+}

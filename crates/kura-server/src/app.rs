@@ -1,0 +1,142 @@
+//! Wiring: opening the store, the blob folder and the master key; the router; serving.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRequest, Request};
+use kura_store::Store;
+use kura_store::blob::{BlobStore, FsBlobStore};
+use kura_store::envelope::MasterKey;
+use kura_store_sql::SqlStore;
+
+use crate::auth::{LoginLimiter, TokenKeys};
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::error::{ApiError, from_rejection};
+use crate::metrics::Metrics;
+
+/// Everything a handler needs. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub blobs: Arc<dyn BlobStore>,
+    pub master: Arc<MasterKey>,
+    pub tokens: Arc<TokenKeys>,
+    pub clock: Clock,
+    pub config: Arc<Config>,
+    pub limiter: Arc<LoginLimiter>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// A running configuration of Kura: state plus router, before it listens anywhere.
+#[derive(Clone)]
+pub struct App {
+    state: AppState,
+    sql: SqlStore,
+}
+
+impl App {
+    /// Opens (and migrates) the store, the blob folder and the master key.
+    pub async fn open(config: Config, clock: Clock) -> StartResult<Self> {
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| format!("cannot create the data directory {}: {e}", config.data_dir.display()))?;
+        let master = match &config.master_key_hex {
+            Some(hex) => MasterKey::from_hex(hex),
+            None => MasterKey::load_or_create(&config.data_dir.join("master.key")),
+        }
+        .map_err(|e| e.to_string())?;
+        let sql = SqlStore::connect(&config.database_url).await.map_err(|e| e.to_string())?;
+        let blobs = FsBlobStore::new(config.data_dir.join("blobs")).map_err(|e| e.to_string())?;
+        let tokens = TokenKeys::new(&master);
+        let state = AppState {
+            store: Arc::new(sql.clone()),
+            blobs: Arc::new(blobs),
+            master: Arc::new(master),
+            tokens: Arc::new(tokens),
+            clock,
+            config: Arc::new(config),
+            limiter: Arc::new(LoginLimiter::default()),
+            metrics: Arc::new(Metrics::default()),
+        };
+        Ok(Self { state, sql })
+    }
+
+    pub fn router(&self) -> Router {
+        let (router, _) = crate::routes::router(self.state.config.max_upload_bytes).split_for_parts();
+        router
+            .layer(axum::middleware::from_fn_with_state(self.state.clone(), crate::metrics::track))
+            .layer(DefaultBodyLimit::max(1024 * 1024))
+            .with_state(self.state.clone())
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.state.clock
+    }
+
+    pub fn store(&self) -> &SqlStore {
+        &self.sql
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.state.config
+    }
+
+    /// Runs the sweeper once now (the background task does this every interval).
+    pub async fn sweep_once(&self) -> Result<usize, String> {
+        crate::sweeper::sweep(&self.state).await.map_err(|e| format!("{e:?}"))
+    }
+
+    /// Creates the first operator account (bootstrap, offline).
+    pub async fn create_operator(&self, username: &str, password: &str) -> Result<String, String> {
+        crate::routes::accounts::bootstrap_operator(&self.state, username, password)
+            .await
+            .map_err(|e| e.message().to_owned())
+    }
+}
+
+/// Serves `app` on its configured address until Ctrl-C, with the sweeper running.
+pub async fn serve(app: App) -> StartResult<()> {
+    let listener = tokio::net::TcpListener::bind(app.config().listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", app.config().listen))?;
+    serve_on(app, listener).await
+}
+
+/// Serves on an already bound listener (tests bind port 0).
+pub async fn serve_on(app: App, listener: tokio::net::TcpListener) -> StartResult<()> {
+    let sweeper = tokio::spawn(crate::sweeper::run(app.state.clone()));
+    let router = app.router().into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let result = axum::serve(listener, router)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .map_err(|e| format!("server failed: {e}"));
+    sweeper.abort();
+    result
+}
+
+/// Errors of the server's entry points are plain messages for the operator.
+pub type StartResult<T> = Result<T, String>;
+
+/// `Json<T>` whose rejections (malformed JSON, wrong content type, too large) use the envelope.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    axum::Json<T>: FromRequest<S, Rejection = axum::extract::rejection::JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) => Err(from_rejection(rejection.status(), rejection.body_text())),
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! Server configuration.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// How a server is set up. `Config::embedded(dir)` gives the embedded default: SQLite and a
+/// blob folder under one data directory.
+#[derive(Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    /// `sqlite:PATH` or `postgres://...`.
+    pub database_url: String,
+    pub listen: SocketAddr,
+    /// The URL clients reach this server at; machine clients put `<public_url>/api/v1/auth/token`
+    /// in their assertions' `aud`.
+    pub public_url: String,
+    /// 64 hex digits; when absent the key is read from (or created in) `data_dir/master.key`.
+    pub master_key_hex: Option<String>,
+    /// Largest accepted upload.
+    pub max_upload_bytes: usize,
+    /// Lifetime of a person's bearer token.
+    pub session_minutes: i64,
+    /// How often the sweeper looks for copies to destroy.
+    pub sweep_interval_secs: u64,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("data_dir", &self.data_dir)
+            .field("database", &self.database_url.split('@').next_back().unwrap_or(""))
+            .field("listen", &self.listen)
+            .field("public_url", &self.public_url)
+            .field("master_key", &self.master_key_hex.as_ref().map(|_| "(given)"))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    pub fn embedded(data_dir: impl Into<PathBuf>) -> Self {
+        let data_dir = data_dir.into();
+        let database_url = format!("sqlite:{}", data_dir.join("kura.db").display());
+        let listen: SocketAddr = ([127, 0, 0, 1], 8080).into();
+        Self {
+            data_dir,
+            database_url,
+            listen,
+            public_url: format!("http://{listen}"),
+            master_key_hex: None,
+            max_upload_bytes: 256 * 1024 * 1024,
+            session_minutes: 30,
+            sweep_interval_secs: 60,
+        }
+    }
+
+    pub fn token_endpoint(&self) -> String {
+        format!("{}/api/v1/auth/token", self.public_url.trim_end_matches('/'))
+    }
+}

@@ -1,0 +1,109 @@
+//! Record content: sealing and storing new content, and opening it in exchange for a permit
+//! with the permit's obligations applied.
+
+use kura_core::policy::{Anonymization, Basis, Permit};
+use kura_formats::Deidentified;
+use kura_store::model::{ContentRef, RecordRow};
+use sha2::{Digest, Sha256};
+
+use crate::app::AppState;
+use crate::error::ApiError;
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Seals `plaintext` under a fresh data key for `record_id` and writes the blob.
+pub async fn seal_and_store(state: &AppState, record_id: &str, plaintext: &[u8]) -> Result<ContentRef, ApiError> {
+    let sealed = state.master.seal(record_id, plaintext).map_err(|e| {
+        tracing::error!(error = %e, "sealing failed");
+        ApiError::internal()
+    })?;
+    let blob_key = uuid::Uuid::now_v7().simple().to_string();
+    state.blobs.put(&blob_key, &sealed.ciphertext).await?;
+    Ok(ContentRef {
+        blob_key,
+        wrapped_key: sealed.wrapped_key,
+        content_hash: sha256_hex(plaintext),
+        size: i64::try_from(plaintext.len()).unwrap_or(i64::MAX),
+    })
+}
+
+/// Removes blobs that no longer hold live content. Failures are logged, not returned: the
+/// content is already unreadable because its key is gone.
+pub async fn discard_blobs(state: &AppState, keys: impl IntoIterator<Item = String>) {
+    for key in keys {
+        if let Err(e) = state.blobs.delete(&key).await {
+            tracing::warn!(blob = %key, error = %e, "could not remove a dead blob");
+        }
+    }
+}
+
+/// Opens the full content of the record a permit covers.
+pub async fn open(state: &AppState, permit: &Permit) -> Result<Vec<u8>, ApiError> {
+    let content = state.store.content_ref(permit).await?;
+    let sealed = state.blobs.get(&content.blob_key).await?;
+    let plaintext = state.master.open(permit.record().as_str(), &content.wrapped_key, &sealed).map_err(|e| {
+        tracing::error!(record = %permit.record(), error = %e, "content does not open");
+        ApiError::internal()
+    })?;
+    if !content.content_hash.is_empty() && sha256_hex(&plaintext) != content.content_hash {
+        tracing::error!(record = %permit.record(), "content hash mismatch");
+        return Err(ApiError::internal());
+    }
+    Ok(plaintext)
+}
+
+/// Content after a permit's obligations: parts out of scope dropped, anonymization applied.
+pub struct Released {
+    pub content: Option<Vec<u8>>,
+    pub withheld: Option<String>,
+}
+
+/// The key that makes pseudonyms stable within one grant and unlinkable across grants.
+pub fn pseudonym_key(state: &AppState, permit: &Permit) -> [u8; 32] {
+    let context = match permit.basis() {
+        Basis::Grant(id) | Basis::CopyHolder(id) => format!("grant/{id}"),
+        Basis::Owner | Basis::Delegation(_) => "owner".to_owned(),
+    };
+    state.master.derive(&format!("pseudonyms/{context}"))
+}
+
+pub fn format_error(e: kura_formats::FormatError) -> ApiError {
+    ApiError::invalid(e.to_string())
+}
+
+/// Applies `permit`'s obligations to `plaintext` of `record`.
+pub fn release(
+    state: &AppState,
+    record: &RecordRow,
+    permit: &Permit,
+    plaintext: Vec<u8>,
+) -> Result<Released, ApiError> {
+    let obligations = permit.obligations();
+    let kept = if record.categories().is_subset_of(obligations.keep_categories) {
+        Some(plaintext)
+    } else {
+        kura_formats::select_parts(record.format, &plaintext, obligations.keep_categories, record.document_category)
+            .map_err(internal_format_error)?
+    };
+    let Some(kept) = kept else {
+        return Ok(Released { content: None, withheld: Some("no part of this record is in the grant's scope".into()) });
+    };
+    if obligations.anonymization == Anonymization::None {
+        return Ok(Released { content: Some(kept), withheld: None });
+    }
+    let key = pseudonym_key(state, permit);
+    match kura_formats::deidentify(record.format, &kept, obligations.anonymization, &key)
+        .map_err(internal_format_error)?
+    {
+        Deidentified::Content(bytes) => Ok(Released { content: Some(bytes), withheld: None }),
+        Deidentified::Withheld { reason } => Ok(Released { content: None, withheld: Some(reason.to_owned()) }),
+    }
+}
+
+/// Stored content that no longer parses is our fault, not the caller's.
+fn internal_format_error(e: kura_formats::FormatError) -> ApiError {
+    tracing::error!(error = %e, "stored content does not parse");
+    ApiError::internal()
+}

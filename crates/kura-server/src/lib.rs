@@ -1,0 +1,24 @@
+//! Kura's HTTP server: the axum router, authentication, the handlers of every flow, the
+//! sweeper that destroys expired copies, metrics and the OpenAPI document.
+//!
+//! Only this crate knows HTTP. Every read or change of record content goes through
+//! `kura_core::policy::decide`; handlers never reach content without the `Permit` it returns.
+//! Logs carry ids and outcomes, never content or credentials.
+
+mod app;
+mod auth;
+mod clock;
+mod config;
+mod content;
+mod error;
+mod metrics;
+mod openapi;
+mod routes;
+mod sweeper;
+mod time;
+
+pub use app::{App, StartResult, serve, serve_on};
+pub use auth::totp_code;
+pub use clock::Clock;
+pub use config::Config;
+pub use openapi::openapi_json;

@@ -1,0 +1,157 @@
+//! The HTTP API. Each handler is registered through `routes!`, which also puts it in the
+//! OpenAPI document, so a route cannot exist undocumented.
+
+pub mod accounts;
+mod audit;
+mod auth;
+mod convert;
+mod delegations;
+mod grants;
+mod links;
+mod records;
+mod system;
+
+use kura_core::ids::{GrantId, RecordId};
+use kura_core::policy::{Action, Decision, DenyReason, RecordPolicyView, decide};
+use kura_core::record::PartCategory;
+use kura_core::time::Timestamp;
+use kura_store::model::{NewAudit, RecordRow};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::app::AppState;
+use crate::auth::Caller;
+use crate::error::ApiError;
+
+pub fn router(max_upload_bytes: usize) -> OpenApiRouter<AppState> {
+    let _ = max_upload_bytes;
+    OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi())
+        .routes(routes!(system::healthz))
+        .routes(routes!(system::metrics))
+        .routes(routes!(system::openapi))
+        .routes(routes!(auth::login))
+        .routes(routes!(auth::token))
+        .routes(routes!(auth::register_patient))
+        .routes(routes!(auth::totp_enroll))
+        .routes(routes!(auth::totp_confirm))
+        .routes(routes!(accounts::me))
+        .routes(routes!(accounts::create_org, accounts::list_orgs))
+        .routes(routes!(accounts::create_account))
+        .routes(routes!(accounts::register_client))
+        .routes(routes!(links::create_link_code, links::list_links))
+        .routes(routes!(links::redeem_link_code))
+        .routes(routes!(records::upload, records::list))
+        .routes(routes!(records::get, records::delete))
+        .routes(routes!(records::ledger))
+        .routes(routes!(records::transfer))
+        .routes(routes!(records::copy))
+        .routes(routes!(records::move_record))
+        .routes(routes!(grants::create, grants::list))
+        .routes(routes!(grants::revoke))
+        .routes(routes!(delegations::create, delegations::list))
+        .routes(routes!(delegations::revoke))
+        .routes(routes!(audit::list))
+        .routes(routes!(audit::verify))
+        .fallback(|| async { ApiError::not_found("route") })
+}
+
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// An audit entry for what `caller` did.
+pub fn audit_entry(caller: &Caller, now: Timestamp, action: &str, outcome: &str) -> NewAudit {
+    NewAudit {
+        at: now,
+        actor: caller.audit_actor(),
+        on_behalf_of: caller.on_behalf_of(),
+        action: action.to_owned(),
+        record: None,
+        grant: None,
+        outcome: outcome.to_owned(),
+        detail: String::new(),
+        subject: None,
+    }
+}
+
+pub trait AuditExt {
+    fn record(self, id: &RecordId) -> Self;
+    fn grant(self, id: &GrantId) -> Self;
+    fn detail(self, detail: impl Into<String>) -> Self;
+    fn subject(self, patient: &kura_core::ids::AccountId) -> Self;
+}
+
+impl AuditExt for NewAudit {
+    fn record(mut self, id: &RecordId) -> Self {
+        self.record = Some(id.clone());
+        self
+    }
+    fn grant(mut self, id: &GrantId) -> Self {
+        self.grant = Some(id.clone());
+        self
+    }
+    fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = detail.into();
+        self
+    }
+    fn subject(mut self, patient: &kura_core::ids::AccountId) -> Self {
+        self.subject = Some(patient.clone());
+        self
+    }
+}
+
+/// Loads a record by a caller-supplied id; malformed ids are simply not found.
+pub async fn load_record(state: &AppState, raw_id: &str) -> Result<Option<RecordRow>, ApiError> {
+    match RecordId::parse(raw_id) {
+        Ok(id) => Ok(state.store.record(&id).await?),
+        Err(_) => Ok(None),
+    }
+}
+
+/// A record and the decision on it.
+pub struct Decided {
+    pub record: RecordRow,
+    pub view: RecordPolicyView,
+    pub decision: Decision,
+}
+
+/// Loads the record and decides `action` on it for `caller`. A missing record and a denial both
+/// end as the same 404, with the denial written to the audit log.
+pub async fn decide_on(
+    state: &AppState,
+    caller: &Caller,
+    raw_id: &str,
+    action: Action,
+    part: Option<PartCategory>,
+) -> Result<Decided, ApiError> {
+    let now = state.clock.now();
+    let Some(record) = load_record(state, raw_id).await? else {
+        state.metrics.decision(false);
+        if let Ok(id) = RecordId::parse(raw_id) {
+            let entry = audit_entry(caller, now, action.as_str(), "denied").record(&id).detail("unknown record");
+            state.store.append_audit(entry).await?;
+        }
+        return Err(ApiError::not_found("record"));
+    };
+    let view = state.store.policy_view(&record).await?;
+    let decision = decide(&caller.actor, action, &view, part, now);
+    state.metrics.decision(decision.is_allowed());
+    Ok(Decided { record, view, decision })
+}
+
+/// Writes the denial to the audit log and answers 404.
+pub async fn deny(
+    state: &AppState,
+    caller: &Caller,
+    action: Action,
+    record: &RecordId,
+    reason: DenyReason,
+) -> ApiError {
+    let entry =
+        audit_entry(caller, state.clock.now(), action.as_str(), "denied").record(record).detail(reason.as_str());
+    if let Err(e) = state.store.append_audit(entry).await {
+        return e.into();
+    }
+    ApiError::not_found("record")
+}

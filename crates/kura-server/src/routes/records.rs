@@ -1,0 +1,704 @@
+//! Records: upload (S101–S103), list, read with obligations, transfer to the patient
+//! (S104–S105), copy, move and delete (S203), and the custody ledger.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use base64::Engine;
+use kura_api_types as api;
+use kura_core::custody::{CustodyEvent, TransferAgreement, TransferPlan, plan_transfer};
+use kura_core::ids::{GrantId, RecordId, TransferId};
+use kura_core::labels::Label;
+use kura_core::party::{AccountKind, OrgKind, Party};
+use kura_core::policy::{
+    Action, ActionSet, Anonymization, Basis, Decision, Grant, GrantTerms, Permit, RecordSelector, decide,
+    may_know_location,
+};
+use kura_core::record::{CategorySet, PartCategory, RecordFormat};
+use kura_core::time::Timestamp;
+use kura_formats::IngestContext;
+use kura_store::StoreError;
+use kura_store::model::*;
+use serde::Deserialize;
+
+use super::convert::{self, category_from_api};
+use super::{AuditExt, audit_entry, decide_on, deny, new_id};
+use crate::app::{ApiJson, AppState};
+use crate::auth::Caller;
+use crate::content;
+use crate::error::{ApiError, ApiResult};
+use crate::time;
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct UploadQuery {
+    /// The institution's local patient id (MRN) the content is about.
+    patient: String,
+    /// For PDF uploads: `certificate` or `document` (the default).
+    category: Option<api::Category>,
+}
+
+/// The institution (organisation) a staff member or machine uploads and transfers for.
+async fn caller_institution(state: &AppState, caller: &Caller, what: &str) -> ApiResult<kura_store::model::Org> {
+    caller.require(&[AccountKind::Staff, AccountKind::Machine], what)?;
+    let org_id = caller.org().ok_or_else(|| ApiError::forbidden("your account does not act for an institution"))?;
+    let org = state.store.org(org_id).await?.ok_or_else(ApiError::internal)?;
+    if org.kind != OrgKind::Institution {
+        return Err(ApiError::forbidden("only institutions upload and transfer records"));
+    }
+    Ok(org)
+}
+
+fn check_local_id(mrn: &str) -> ApiResult<()> {
+    if mrn.is_empty() || mrn.len() > 128 || !mrn.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(ApiError::invalid("patient must be the local patient id: 1 to 128 visible ASCII characters"));
+    }
+    Ok(())
+}
+
+fn stored_parts(parsed: &kura_formats::Parsed) -> Vec<StoredPart> {
+    parsed
+        .parts
+        .iter()
+        .map(|p| StoredPart { index: p.index, category: p.category, resource_type: p.resource_type.clone() })
+        .collect()
+}
+
+fn parse_content(
+    format: RecordFormat,
+    bytes: &[u8],
+    institution: &str,
+    now: Timestamp,
+    document_category: Option<PartCategory>,
+) -> ApiResult<kura_formats::Parsed> {
+    let ctx = IngestContext { institution, now, document_category };
+    kura_formats::parse_upload(format, bytes, &ctx).map_err(content::format_error)
+}
+
+/// Upload a record: FHIR R4 JSON (resource or Bundle), DICOM Part 10 or PDF, as the raw body
+/// with its Content-Type. Custody starts with the uploading institution.
+#[utoipa::path(post, path = "/api/v1/records", tag = "records", params(UploadQuery),
+    request_body(content = Vec<u8>, description = "FHIR JSON (application/fhir+json), DICOM (application/dicom) or PDF (application/pdf) bytes",
+        content_type = "application/octet-stream"),
+    responses((status = 201, body = api::UploadResponse), (status = 413, body = api::ErrorEnvelope),
+        (status = 415, body = api::ErrorEnvelope), (status = 422, body = api::ErrorEnvelope)),
+    security(("bearer" = [])))]
+pub async fn upload(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<UploadQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<(StatusCode, Json<api::UploadResponse>)> {
+    let org = caller_institution(&state, &caller, "uploading records").await?;
+    check_local_id(&query.patient)?;
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let format = kura_formats::format_for_content_type(content_type).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "Content-Type must be application/fhir+json, application/json, application/dicom or application/pdf",
+        )
+    })?;
+    let document_category = match (format, query.category.map(category_from_api)) {
+        (RecordFormat::Pdf, None) => Some(PartCategory::Document),
+        (RecordFormat::Pdf, Some(c @ (PartCategory::Document | PartCategory::Certificate))) => Some(c),
+        (RecordFormat::Pdf, Some(_)) => return Err(ApiError::invalid("category must be certificate or document")),
+        (_, Some(_)) => return Err(ApiError::invalid("category applies to PDF uploads only")),
+        (_, None) => None,
+    };
+    let bytes = axum::body::to_bytes(body, state.config.max_upload_bytes).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("uploads are limited to {} bytes", state.config.max_upload_bytes),
+        )
+    })?;
+    if bytes.is_empty() {
+        return Err(ApiError::bad_request("the body is empty"));
+    }
+    let now = state.clock.now();
+    let parsed = {
+        let bytes = bytes.clone();
+        let institution = org.id.to_string();
+        tokio::task::spawn_blocking(move || parse_content(format, &bytes, &institution, now, document_category))
+            .await
+            .map_err(|_| ApiError::internal())??
+    };
+    let id = RecordId::parse(&new_id()).map_err(|_| ApiError::internal())?;
+    let content = content::seal_and_store(&state, id.as_str(), &bytes).await?;
+    let blob_key = content.blob_key.clone();
+    let owner = Party::Organisation(org.id.clone());
+    let record = NewRecord {
+        id: id.clone(),
+        owner: owner.clone(),
+        institution: org.id.clone(),
+        mrn: query.patient.clone(),
+        format,
+        parts: stored_parts(&parsed),
+        labels: parsed.labels.clone(),
+        document_category,
+        content,
+        derived_from: None,
+        provenance: format!("uploaded by {}", caller.audit_actor()),
+        held_under: None,
+        created_at: now,
+    };
+    let ledger = NewLedger {
+        event: CustodyEvent::Uploaded,
+        from_owner: None,
+        to_owner: owner.clone(),
+        transfer: None,
+        actor: caller.audit_actor(),
+        at: now,
+        note: String::new(),
+    };
+    let audit = audit_entry(&caller, now, "upload", "done").record(&id).detail(format.as_str());
+    if let Err(e) = state.store.insert_record(&record, ledger, audit).await {
+        content::discard_blobs(&state, [blob_key]).await;
+        return Err(e.into());
+    }
+    tracing::info!(record = %id, format = format.as_str(), parts = record.parts.len(), "record uploaded");
+    Ok((
+        StatusCode::CREATED,
+        Json(api::UploadResponse {
+            id: id.to_string(),
+            owner: owner.to_text(),
+            format: format.as_str().to_owned(),
+            labels: parsed.labels.iter().map(|l| l.to_string()).collect(),
+            parts: convert::parts_to_api(&RecordRow::from_new(&record), CategorySet::all()),
+        }),
+    ))
+}
+
+trait FromNew {
+    fn from_new(record: &NewRecord) -> Self;
+}
+
+impl FromNew for RecordRow {
+    fn from_new(r: &NewRecord) -> Self {
+        RecordRow {
+            id: r.id.clone(),
+            owner: r.owner.clone(),
+            institution: r.institution.clone(),
+            mrn: r.mrn.clone(),
+            format: r.format,
+            state: kura_core::record::RecordState::Active,
+            parts: r.parts.clone(),
+            labels: r.labels.clone(),
+            document_category: r.document_category,
+            content_hash: Some(r.content.content_hash.clone()),
+            size: r.content.size,
+            derived_from: r.derived_from.clone(),
+            provenance: r.provenance.clone(),
+            held_under: r.held_under.clone(),
+            locator: None,
+            version: 1,
+            created_at: r.created_at,
+            updated_at: r.created_at,
+        }
+    }
+}
+
+/// Records the caller may see, optionally only those carrying every `label` given
+/// (`?label=icd10:E11&label=category:image`).
+#[utoipa::path(get, path = "/api/v1/records", tag = "records",
+    params(("label" = Option<Vec<String>>, Query, description = "repeatable; records must carry every label")),
+    responses((status = 200, body = api::RecordList)), security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Json<api::RecordList>> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
+        .map_err(|_| ApiError::bad_request("the query string is malformed"))?;
+    let labels = pairs
+        .iter()
+        .filter(|(k, _)| k == "label")
+        .map(|(_, v)| Label::parse(v).map_err(|e| ApiError::invalid(format!("label '{v}': {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let now = state.clock.now();
+    let mut records = Vec::new();
+    for record in state.store.candidate_records(&caller.parties(), &labels).await? {
+        let view = state.store.policy_view(&record).await?;
+        if let Decision::Allow(permit) = decide(&caller.actor, Action::View, &view, None, now) {
+            records.push(convert::summary(&record, &permit));
+        }
+    }
+    Ok(Json(api::RecordList { records }))
+}
+
+fn record_view(
+    record: &RecordRow,
+    permit: Option<&Permit>,
+    released: Option<content::Released>,
+) -> ApiResult<api::RecordView> {
+    let (content_json, content_base64, withheld) = match released {
+        Some(content::Released { content: Some(bytes), .. }) if record.format == RecordFormat::Fhir => {
+            let value = serde_json::from_slice(&bytes).map_err(|_| ApiError::internal())?;
+            (Some(value), None, None)
+        }
+        Some(content::Released { content: Some(bytes), .. }) => {
+            (None, Some(base64::engine::general_purpose::STANDARD.encode(bytes)), None)
+        }
+        Some(content::Released { content: None, withheld }) => (None, None, withheld),
+        None => (None, None, None),
+    };
+    Ok(api::RecordView {
+        id: record.id.to_string(),
+        owner: record.owner.to_text(),
+        institution: record.institution.to_string(),
+        format: record.format.as_str().to_owned(),
+        state: record.state.as_str().to_owned(),
+        parts: permit.map(|p| convert::parts_to_api(record, p.obligations().keep_categories)).unwrap_or_default(),
+        labels: permit.map(|p| convert::labels_for(record, p)).unwrap_or_default(),
+        created_at: time::format(record.created_at),
+        derived_from: record.derived_from.as_ref().map(|d| d.to_string()),
+        provenance: record.provenance.clone(),
+        access: permit.map(convert::access_to_api),
+        content: content_json,
+        content_base64,
+        withheld,
+        locator: record.locator.as_ref().map(|l| api::LocatorView {
+            destination: l.destination.clone(),
+            moved_at: time::format(l.moved_at),
+            ordered_by: l.ordered_by.clone(),
+        }),
+    })
+}
+
+/// Opens a permitted record's content and applies the permit's obligations.
+async fn released_content(state: &AppState, record: &RecordRow, permit: &Permit) -> ApiResult<content::Released> {
+    let plaintext = content::open(state, permit).await?;
+    content::release(state, record, permit, plaintext)
+}
+
+fn grant_of(permit: &Permit) -> Option<&GrantId> {
+    match permit.basis() {
+        Basis::Grant(id) | Basis::CopyHolder(id) => Some(id),
+        Basis::Owner | Basis::Delegation(_) => None,
+    }
+}
+
+fn audited(caller: &Caller, now: Timestamp, permit: &Permit, action: &str) -> NewAudit {
+    let entry = audit_entry(caller, now, action, "allowed").record(permit.record());
+    match grant_of(permit) {
+        Some(grant) => entry.grant(grant),
+        None => entry,
+    }
+}
+
+/// A record's metadata and the content the caller's decision allows, with its obligations
+/// applied (parts out of scope dropped, anonymization). A moved record answers with its
+/// locator to those allowed to know it.
+#[utoipa::path(get, path = "/api/v1/records/{id}", tag = "records", params(("id" = String, Path)),
+    responses((status = 200, body = api::RecordView), (status = 404, body = api::ErrorEnvelope)),
+    security(("bearer" = [])))]
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<api::RecordView>> {
+    let decided = decide_on(&state, &caller, &id, Action::View, None).await?;
+    let now = state.clock.now();
+    let permit = match decided.decision {
+        Decision::Allow(permit) => permit,
+        Decision::Deny(reason) => {
+            if let Some(locator) = &decided.record.locator
+                && may_know_location(&caller.actor, &decided.view, locator.moved_at)
+            {
+                let entry = audit_entry(&caller, now, "view_locator", "allowed").record(&decided.record.id);
+                state.store.append_audit(entry).await?;
+                return Ok(Json(record_view(&decided.record, None, None)?));
+            }
+            return Err(deny(&state, &caller, Action::View, &decided.record.id, reason).await);
+        }
+    };
+    let released = released_content(&state, &decided.record, &permit).await?;
+    state.store.append_audit(audited(&caller, now, &permit, "view")).await?;
+    Ok(Json(record_view(&decided.record, Some(&permit), Some(released))?))
+}
+
+/// The custody ledger of a record: every change of owner since upload. For its owner (or agent).
+#[utoipa::path(get, path = "/api/v1/records/{id}/ledger", tag = "records", params(("id" = String, Path)),
+    responses((status = 200, body = Vec<api::LedgerEntryView>), (status = 404, body = api::ErrorEnvelope)),
+    security(("bearer" = [])))]
+pub async fn ledger(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Vec<api::LedgerEntryView>>> {
+    let decided = decide_on(&state, &caller, &id, Action::View, None).await?;
+    let owner_view =
+        matches!(&decided.decision, Decision::Allow(p) if matches!(p.basis(), Basis::Owner | Basis::Delegation(_)));
+    let ended_owner = decided.record.state != kura_core::record::RecordState::Active
+        && caller.parties().contains(&decided.record.owner);
+    if !(owner_view || ended_owner || caller.account.kind == AccountKind::Operator) {
+        return Err(
+            deny(&state, &caller, Action::View, &decided.record.id, kura_core::policy::DenyReason::NoBasis).await
+        );
+    }
+    let entries = state.store.ledger(&decided.record.id).await?;
+    Ok(Json(
+        entries
+            .into_iter()
+            .map(|e| api::LedgerEntryView {
+                seq: e.seq,
+                event: e.event,
+                from_owner: e.from_owner,
+                to_owner: e.to_owner,
+                transfer: e.transfer,
+                actor: e.actor,
+                at: time::format(e.at),
+                note: e.note,
+            })
+            .collect(),
+    ))
+}
+
+/// Hands custody of a record to the patient linked to its local id, under the agreement's
+/// terms: keep a view grant, move only some parts (the record splits), pseudonymize staff.
+#[utoipa::path(post, path = "/api/v1/records/{id}/transfer", tag = "records", params(("id" = String, Path)),
+    request_body = api::TransferRequest,
+    responses((status = 200, body = api::TransferResponse), (status = 404, body = api::ErrorEnvelope),
+        (status = 409, body = api::ErrorEnvelope), (status = 422, body = api::ErrorEnvelope)),
+    security(("bearer" = [])))]
+pub async fn transfer(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(request): ApiJson<api::TransferRequest>,
+) -> ApiResult<Json<api::TransferResponse>> {
+    let org = caller_institution(&state, &caller, "transferring records").await?;
+    let decided = decide_on(&state, &caller, &id, Action::Transfer, None).await?;
+    let permit = match decided.decision {
+        Decision::Allow(permit) => permit,
+        Decision::Deny(reason) => return Err(deny(&state, &caller, Action::Transfer, &decided.record.id, reason).await),
+    };
+    let record = decided.record;
+    let agreement = TransferAgreement {
+        retain_view: request.agreement.retain_view,
+        parts: request.agreement.parts.as_deref().map(convert::categories_from_api),
+        anonymize_staff: request.agreement.anonymize_staff,
+    };
+    let patient = state.store.linked_patient(&record.institution, &record.mrn).await?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "not_linked",
+            "no patient account is linked to this record's local patient id; issue a link code first",
+        )
+    })?;
+    let plan = plan_transfer(record.categories(), &agreement).map_err(|e| ApiError::invalid(e.to_string()))?;
+    let now = state.clock.now();
+    let plaintext = content::open(&state, &permit).await?;
+    let staff_key = state.master.derive(&format!("staff-pseudonyms/{}", org.id));
+    let anonymize = |bytes: Vec<u8>| -> ApiResult<Vec<u8>> {
+        if agreement.anonymize_staff {
+            kura_formats::anonymize_staff(record.format, &bytes, &org.name, &staff_key).map_err(content::format_error)
+        } else {
+            Ok(bytes)
+        }
+    };
+    let transfer_id = TransferId::parse(&new_id()).map_err(|_| ApiError::internal())?;
+    let patient_party = Party::Account(patient.clone());
+    let institution_party = record.owner.clone();
+    let mut new_blobs = Vec::new();
+    let (patient_record, whole_content, split) = match plan {
+        TransferPlan::Whole => {
+            let replaced = if agreement.anonymize_staff {
+                let c = content::seal_and_store(&state, record.id.as_str(), &anonymize(plaintext)?).await?;
+                new_blobs.push(c.blob_key.clone());
+                Some(c)
+            } else {
+                None
+            };
+            (record.id.clone(), replaced, None)
+        }
+        TransferPlan::Split { moving, staying } => {
+            let select = |keep| -> ApiResult<Vec<u8>> {
+                kura_formats::select_parts(record.format, &plaintext, keep, record.document_category)
+                    .map_err(content::format_error)?
+                    .ok_or_else(|| ApiError::invalid("the record has no parts of the categories to transfer"))
+            };
+            let moving_bytes = anonymize(select(moving)?)?;
+            let staying_bytes = select(staying)?;
+            let institution = record.institution.to_string();
+            let moving_parsed =
+                parse_content(record.format, &moving_bytes, &institution, now, record.document_category)?;
+            let staying_parsed =
+                parse_content(record.format, &staying_bytes, &institution, now, record.document_category)?;
+            let new_id = RecordId::parse(&new_id()).map_err(|_| ApiError::internal())?;
+            let moving_content = content::seal_and_store(&state, new_id.as_str(), &moving_bytes).await?;
+            new_blobs.push(moving_content.blob_key.clone());
+            let staying_content = content::seal_and_store(&state, record.id.as_str(), &staying_bytes).await?;
+            new_blobs.push(staying_content.blob_key.clone());
+            let split = SplitCommit {
+                moving: NewRecord {
+                    id: new_id.clone(),
+                    owner: patient_party.clone(),
+                    institution: record.institution.clone(),
+                    mrn: record.mrn.clone(),
+                    format: record.format,
+                    parts: stored_parts(&moving_parsed),
+                    labels: moving_parsed.labels,
+                    document_category: record.document_category,
+                    content: moving_content,
+                    derived_from: Some(record.id.clone()),
+                    provenance: format!(
+                        "split from record {} by transfer {} ({})",
+                        record.id,
+                        transfer_id,
+                        moving.to_text()
+                    ),
+                    held_under: None,
+                    created_at: now,
+                },
+                staying_parts: stored_parts(&staying_parsed),
+                staying_labels: staying_parsed.labels,
+                staying_content,
+            };
+            (new_id, None, Some(split))
+        }
+    };
+    let retained_view = if agreement.retain_view {
+        let terms = GrantTerms::new(
+            RecordSelector::Records(vec![patient_record.clone()]),
+            CategorySet::all(),
+            ActionSet::empty().with(Action::View),
+            Anonymization::None,
+            now,
+            None,
+        )
+        .map_err(|_| ApiError::internal())?;
+        Some(GrantRow {
+            grant: Grant {
+                id: GrantId::parse(&new_id()).map_err(|_| ApiError::internal())?,
+                owner: patient_party.clone(),
+                grantee: institution_party.clone(),
+                terms,
+                revoked_at: None,
+            },
+            purpose: format!("view retained by transfer {transfer_id}"),
+            created_by: caller.audit_actor(),
+            created_at: now,
+        })
+    } else {
+        None
+    };
+    let terms = format!(
+        "transfer {transfer_id}: retain_view={} parts={} anonymize_staff={}",
+        agreement.retain_view,
+        agreement.parts.map(|p| p.to_text()).unwrap_or_else(|| "all".into()),
+        agreement.anonymize_staff
+    );
+    let mut audit = vec![audit_entry(&caller, now, "transfer", "done").record(&record.id).detail(terms)];
+    if split.is_some() {
+        audit.push(
+            audit_entry(&caller, now, "split_off", "done")
+                .record(&patient_record)
+                .detail(format!("from record {}", record.id)),
+        );
+    }
+    if let Some(grant) = &retained_view {
+        audit.push(
+            audit_entry(&caller, now, "grant_create", "done")
+                .record(&patient_record)
+                .grant(&grant.grant.id)
+                .detail("view retained by the institution"),
+        );
+    }
+    let commit = TransferCommit {
+        transfer: transfer_id.clone(),
+        record: record.id.clone(),
+        expected_version: record.version,
+        institution: institution_party,
+        patient: patient_party.clone(),
+        at: now,
+        actor: caller.audit_actor(),
+        whole_content,
+        retained_view: retained_view.clone(),
+        split,
+        audit,
+    };
+    match state.store.apply_transfer(&commit).await {
+        Ok(dead) => content::discard_blobs(&state, dead).await,
+        Err(e) => {
+            content::discard_blobs(&state, new_blobs).await;
+            return Err(match e {
+                StoreError::Conflict(why) => {
+                    ApiError::conflict(format!("{why}; the record was transferred or changed by another request"))
+                }
+                other => other.into(),
+            });
+        }
+    }
+    tracing::info!(record = %record.id, transfer = %transfer_id, "custody transferred");
+    Ok(Json(api::TransferResponse {
+        transfer: transfer_id.to_string(),
+        record: patient_record.to_string(),
+        owner: patient_party.to_text(),
+        remainder: commit.split.as_ref().map(|_| record.id.to_string()),
+        retained_grant: retained_view.map(|g| g.grant.id.to_string()),
+    }))
+}
+
+/// Makes an in-server copy for the grantee, with the grant's obligations applied. The copy
+/// opens only while the grant stands and is destroyed when it ends or is revoked.
+#[utoipa::path(post, path = "/api/v1/records/{id}/copy", tag = "records", params(("id" = String, Path)),
+    responses((status = 201, body = api::CopyResponse), (status = 404, body = api::ErrorEnvelope),
+        (status = 422, body = api::ErrorEnvelope)),
+    security(("bearer" = [])))]
+pub async fn copy(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<api::CopyResponse>)> {
+    let decided = decide_on(&state, &caller, &id, Action::Copy, None).await?;
+    let permit = match decided.decision {
+        Decision::Allow(permit) => permit,
+        Decision::Deny(reason) => return Err(deny(&state, &caller, Action::Copy, &decided.record.id, reason).await),
+    };
+    let record = decided.record;
+    let (owner, held_under) = match permit.basis() {
+        Basis::Grant(grant_id) => {
+            let grant = state.store.grant(grant_id).await?.ok_or_else(ApiError::internal)?;
+            (grant.grant.grantee, Some(grant_id.clone()))
+        }
+        _ => (record.owner.clone(), None),
+    };
+    let released = released_content(&state, &record, &permit).await?;
+    let Some(bytes) = released.content else {
+        return Err(ApiError::invalid(format!(
+            "nothing can be copied: {}",
+            released.withheld.unwrap_or_else(|| "the content is withheld".into())
+        )));
+    };
+    let now = state.clock.now();
+    let parsed = parse_content(record.format, &bytes, record.institution.as_str(), now, record.document_category)?;
+    let copy_id = RecordId::parse(&new_id()).map_err(|_| ApiError::internal())?;
+    let content = content::seal_and_store(&state, copy_id.as_str(), &bytes).await?;
+    let blob_key = content.blob_key.clone();
+    let copy = NewRecord {
+        id: copy_id.clone(),
+        owner: owner.clone(),
+        institution: record.institution.clone(),
+        mrn: record.mrn.clone(),
+        format: record.format,
+        parts: stored_parts(&parsed),
+        labels: parsed.labels,
+        document_category: record.document_category,
+        content,
+        derived_from: Some(record.id.clone()),
+        provenance: format!("copy of record {} for {}", record.id, owner.to_text()),
+        held_under,
+        created_at: now,
+    };
+    let ledger = NewLedger {
+        event: CustodyEvent::Copied,
+        from_owner: Some(record.owner.clone()),
+        to_owner: owner,
+        transfer: None,
+        actor: caller.audit_actor(),
+        at: now,
+        note: format!("copy of record {}", record.id),
+    };
+    let audit = audited(&caller, now, &permit, "copy").detail(format!("copy {copy_id}"));
+    if let Err(e) = state.store.insert_record(&copy, ledger, audit).await {
+        content::discard_blobs(&state, [blob_key]).await;
+        return Err(e.into());
+    }
+    Ok((
+        StatusCode::CREATED,
+        Json(api::CopyResponse {
+            id: copy_id.to_string(),
+            expires_at: permit.obligations().copies_expire_at.map(time::format),
+        }),
+    ))
+}
+
+/// Delivers the record's content (obligations applied) and removes it here; a locator stays.
+#[utoipa::path(post, path = "/api/v1/records/{id}/move", tag = "records", params(("id" = String, Path)),
+    request_body = api::MoveRequest,
+    responses((status = 200, body = api::RecordView), (status = 404, body = api::ErrorEnvelope),
+        (status = 409, body = api::ErrorEnvelope)),
+    security(("bearer" = [])))]
+pub async fn move_record(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(request): ApiJson<api::MoveRequest>,
+) -> ApiResult<Json<api::RecordView>> {
+    let decided = decide_on(&state, &caller, &id, Action::Move, None).await?;
+    let permit = match decided.decision {
+        Decision::Allow(permit) => permit,
+        Decision::Deny(reason) => return Err(deny(&state, &caller, Action::Move, &decided.record.id, reason).await),
+    };
+    let record = decided.record;
+    let released = released_content(&state, &record, &permit).await?;
+    let now = state.clock.now();
+    let receiver = match permit.basis() {
+        Basis::Grant(grant_id) => state.store.grant(grant_id).await?.ok_or_else(ApiError::internal)?.grant.grantee,
+        _ => record.owner.clone(),
+    };
+    let destination = match request.destination {
+        Some(d) if d.len() > 500 => return Err(ApiError::invalid("destination is at most 500 characters")),
+        Some(d) => d,
+        None => format!("delivered to {}", receiver.to_text()),
+    };
+    let locator = Locator { destination, moved_at: now, ordered_by: caller.audit_actor() };
+    let ledger = NewLedger {
+        event: CustodyEvent::MovedOut,
+        from_owner: Some(record.owner.clone()),
+        to_owner: receiver,
+        transfer: None,
+        actor: caller.audit_actor(),
+        at: now,
+        note: locator.destination.clone(),
+    };
+    let audit = audited(&caller, now, &permit, "move");
+    let blob = state
+        .store
+        .end_record(&permit, record.version, RecordEnd::Moved(locator.clone()), ledger, audit)
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict(why) => ApiError::conflict(why),
+            other => other.into(),
+        })?;
+    content::discard_blobs(&state, blob).await;
+    let mut moved = record;
+    moved.state = kura_core::record::RecordState::Moved;
+    moved.locator = Some(locator);
+    Ok(Json(record_view(&moved, Some(&permit), Some(released))?))
+}
+
+/// Deletes a record: its data key is destroyed, so its content is gone everywhere.
+#[utoipa::path(delete, path = "/api/v1/records/{id}", tag = "records", params(("id" = String, Path)),
+    responses((status = 204), (status = 404, body = api::ErrorEnvelope), (status = 409, body = api::ErrorEnvelope)),
+    security(("bearer" = [])))]
+pub async fn delete(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    let decided = decide_on(&state, &caller, &id, Action::Delete, None).await?;
+    let permit = match decided.decision {
+        Decision::Allow(permit) => permit,
+        Decision::Deny(reason) => return Err(deny(&state, &caller, Action::Delete, &decided.record.id, reason).await),
+    };
+    let now = state.clock.now();
+    let record = decided.record;
+    let ledger = NewLedger {
+        event: CustodyEvent::Deleted,
+        from_owner: Some(record.owner.clone()),
+        to_owner: record.owner.clone(),
+        transfer: None,
+        actor: caller.audit_actor(),
+        at: now,
+        note: "data key destroyed".into(),
+    };
+    let audit = audited(&caller, now, &permit, "delete");
+    let blob = state.store.end_record(&permit, record.version, RecordEnd::Deleted, ledger, audit).await.map_err(
+        |e| match e {
+            StoreError::Conflict(why) => ApiError::conflict(why),
+            other => other.into(),
+        },
+    )?;
+    content::discard_blobs(&state, blob).await;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,220 @@
+//! Hand-written mapping between rows and the store's structs.
+
+use kura_core::ids::{AccountId, DelegationId, GrantId, OrgId, RecordId};
+use kura_core::labels::Label;
+use kura_core::party::{AccountKind, OrgKind, Party};
+use kura_core::policy::{ActionSet, Anonymization, Delegation, Grant, GrantTerms, RecordSelector};
+use kura_core::record::{CategorySet, PartCategory, RecordFormat, RecordState};
+use kura_core::time::{Period, Timestamp};
+use kura_store::StoreError;
+use kura_store::model::*;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(what.to_owned())
+}
+
+pub(crate) fn get<'r, T>(row: &'r AnyRow, column: &str) -> Result<T, StoreError>
+where
+    T: sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+{
+    row.try_get(column).map_err(|e| StoreError::Corrupt(format!("column {column}: {e}")))
+}
+
+pub(crate) fn ts(millis: i64) -> Timestamp {
+    Timestamp::from_millis(millis)
+}
+
+pub(crate) fn party(raw: &str) -> Result<Party, StoreError> {
+    Party::from_text(raw).ok_or_else(|| corrupt("party"))
+}
+
+pub(crate) fn parse_id<T>(raw: &str, parse: fn(&str) -> Result<T, kura_core::ids::InvalidId>) -> Result<T, StoreError> {
+    parse(raw).map_err(|_| corrupt("id"))
+}
+
+pub(crate) fn org(row: &AnyRow) -> Result<Org, StoreError> {
+    Ok(Org {
+        id: parse_id(&get::<String>(row, "id")?, OrgId::parse)?,
+        name: get(row, "name")?,
+        kind: OrgKind::parse(&get::<String>(row, "kind")?).ok_or_else(|| corrupt("org kind"))?,
+        created_at: ts(get(row, "created_at")?),
+    })
+}
+
+pub(crate) const ACCOUNT_COLUMNS: &str = "id, username, password_hash, kind, org_id, totp_secret, created_at";
+
+pub(crate) fn account(row: &AnyRow) -> Result<Account, StoreError> {
+    Ok(Account {
+        id: parse_id(&get::<String>(row, "id")?, AccountId::parse)?,
+        username: get(row, "username")?,
+        password_hash: get(row, "password_hash")?,
+        kind: AccountKind::parse(&get::<String>(row, "kind")?).ok_or_else(|| corrupt("account kind"))?,
+        org: get::<Option<String>>(row, "org_id")?.map(|o| parse_id(&o, OrgId::parse)).transpose()?,
+        totp_secret: get(row, "totp_secret")?,
+        created_at: ts(get(row, "created_at")?),
+    })
+}
+
+pub(crate) fn machine_client(row: &AnyRow) -> Result<MachineClient, StoreError> {
+    Ok(MachineClient {
+        client_id: get(row, "client_id")?,
+        account: parse_id(&get::<String>(row, "account_id")?, AccountId::parse)?,
+        org: parse_id(&get::<String>(row, "org_id")?, OrgId::parse)?,
+        public_key_pem: get(row, "public_key_pem")?,
+        algorithm: get(row, "algorithm")?,
+        created_at: ts(get(row, "created_at")?),
+    })
+}
+
+pub(crate) const RECORD_COLUMNS: &str = "id, owner, institution, mrn, format, state, document_category, content_hash, size, \
+     derived_from, provenance, held_under, moved_to, moved_at, moved_by, version, created_at, updated_at";
+
+/// Maps the record's own row; parts and labels are filled in by the caller.
+pub(crate) fn record(row: &AnyRow) -> Result<RecordRow, StoreError> {
+    let moved_at: Option<i64> = get(row, "moved_at")?;
+    let locator = match (get::<Option<String>>(row, "moved_to")?, moved_at) {
+        (Some(destination), Some(at)) => Some(Locator {
+            destination,
+            moved_at: ts(at),
+            ordered_by: get::<Option<String>>(row, "moved_by")?.unwrap_or_default(),
+        }),
+        _ => None,
+    };
+    Ok(RecordRow {
+        id: parse_id(&get::<String>(row, "id")?, RecordId::parse)?,
+        owner: party(&get::<String>(row, "owner")?)?,
+        institution: parse_id(&get::<String>(row, "institution")?, OrgId::parse)?,
+        mrn: get(row, "mrn")?,
+        format: RecordFormat::parse(&get::<String>(row, "format")?).ok_or_else(|| corrupt("format"))?,
+        state: RecordState::parse(&get::<String>(row, "state")?).ok_or_else(|| corrupt("state"))?,
+        parts: Vec::new(),
+        labels: Vec::new(),
+        document_category: get::<Option<String>>(row, "document_category")?
+            .map(|c| PartCategory::parse(&c).ok_or_else(|| corrupt("category")))
+            .transpose()?,
+        content_hash: get(row, "content_hash")?,
+        size: get(row, "size")?,
+        derived_from: get::<Option<String>>(row, "derived_from")?.map(|r| parse_id(&r, RecordId::parse)).transpose()?,
+        provenance: get(row, "provenance")?,
+        held_under: get::<Option<String>>(row, "held_under")?.map(|g| parse_id(&g, GrantId::parse)).transpose()?,
+        locator,
+        version: get(row, "version")?,
+        created_at: ts(get(row, "created_at")?),
+        updated_at: ts(get(row, "updated_at")?),
+    })
+}
+
+pub(crate) fn part(row: &AnyRow) -> Result<StoredPart, StoreError> {
+    Ok(StoredPart {
+        index: u32::try_from(get::<i64>(row, "idx")?).map_err(|_| corrupt("part index"))?,
+        category: PartCategory::parse(&get::<String>(row, "category")?).ok_or_else(|| corrupt("category"))?,
+        resource_type: get(row, "resource_type")?,
+    })
+}
+
+pub(crate) fn label(row: &AnyRow) -> Result<Label, StoreError> {
+    Label::parse(&get::<String>(row, "label")?).map_err(|_| corrupt("label"))
+}
+
+/// Selectors are stored as a kind and a space-separated list (ids and labels hold no spaces).
+pub(crate) fn selector_to_text(selector: &RecordSelector) -> (&'static str, String) {
+    match selector {
+        RecordSelector::Records(ids) => ("records", ids.iter().map(|i| i.as_str()).collect::<Vec<_>>().join(" ")),
+        RecordSelector::Labels(labels) => ("labels", labels.iter().map(|l| l.as_str()).collect::<Vec<_>>().join(" ")),
+    }
+}
+
+fn selector_from_text(kind: &str, text: &str) -> Result<RecordSelector, StoreError> {
+    let items = text.split(' ').filter(|s| !s.is_empty());
+    match kind {
+        "records" => items.map(|i| parse_id(i, RecordId::parse)).collect::<Result<_, _>>().map(RecordSelector::Records),
+        "labels" => items
+            .map(|l| Label::parse(l).map_err(|_| corrupt("label")))
+            .collect::<Result<_, _>>()
+            .map(RecordSelector::Labels),
+        _ => Err(corrupt("selector kind")),
+    }
+}
+
+pub(crate) const GRANT_COLUMNS: &str = "id, owner, grantee, selector_kind, selector, scope, actions, anonymization, \
+     not_before, expires_at, revoked_at, purpose, created_by, created_at";
+
+pub(crate) fn grant(row: &AnyRow) -> Result<GrantRow, StoreError> {
+    let terms = GrantTerms::new(
+        selector_from_text(&get::<String>(row, "selector_kind")?, &get::<String>(row, "selector")?)?,
+        CategorySet::from_text(&get::<String>(row, "scope")?).ok_or_else(|| corrupt("scope"))?,
+        ActionSet::from_text(&get::<String>(row, "actions")?).ok_or_else(|| corrupt("actions"))?,
+        Anonymization::parse(&get::<String>(row, "anonymization")?).ok_or_else(|| corrupt("anonymization"))?,
+        ts(get(row, "not_before")?),
+        get::<Option<i64>>(row, "expires_at")?.map(ts),
+    )
+    .map_err(|e| StoreError::Corrupt(format!("grant terms: {e}")))?;
+    Ok(GrantRow {
+        grant: Grant {
+            id: parse_id(&get::<String>(row, "id")?, GrantId::parse)?,
+            owner: party(&get::<String>(row, "owner")?)?,
+            grantee: party(&get::<String>(row, "grantee")?)?,
+            terms,
+            revoked_at: get::<Option<i64>>(row, "revoked_at")?.map(ts),
+        },
+        purpose: get(row, "purpose")?,
+        created_by: get(row, "created_by")?,
+        created_at: ts(get(row, "created_at")?),
+    })
+}
+
+pub(crate) const DELEGATION_COLUMNS: &str =
+    "id, agent, patient, kind, powers, not_before, expires_at, revoked_at, created_by, created_at";
+
+pub(crate) fn delegation(row: &AnyRow) -> Result<DelegationRow, StoreError> {
+    let period = Period::new(ts(get(row, "not_before")?), get::<Option<i64>>(row, "expires_at")?.map(ts))
+        .map_err(|_| corrupt("delegation period"))?;
+    Ok(DelegationRow {
+        delegation: Delegation {
+            id: parse_id(&get::<String>(row, "id")?, DelegationId::parse)?,
+            agent: parse_id(&get::<String>(row, "agent")?, AccountId::parse)?,
+            patient: parse_id(&get::<String>(row, "patient")?, AccountId::parse)?,
+            powers: ActionSet::from_text(&get::<String>(row, "powers")?).ok_or_else(|| corrupt("powers"))?,
+            period,
+            revoked_at: get::<Option<i64>>(row, "revoked_at")?.map(ts),
+        },
+        kind: DelegationKind::parse(&get::<String>(row, "kind")?).ok_or_else(|| corrupt("delegation kind"))?,
+        created_by: get(row, "created_by")?,
+        created_at: ts(get(row, "created_at")?),
+    })
+}
+
+pub(crate) fn ledger_entry(row: &AnyRow) -> Result<LedgerEntry, StoreError> {
+    Ok(LedgerEntry {
+        seq: get(row, "seq")?,
+        record: parse_id(&get::<String>(row, "record_id")?, RecordId::parse)?,
+        event: get(row, "event")?,
+        from_owner: get(row, "from_owner")?,
+        to_owner: get(row, "to_owner")?,
+        transfer: get(row, "transfer_id")?,
+        actor: get(row, "actor")?,
+        at: ts(get(row, "at")?),
+        note: get(row, "note")?,
+    })
+}
+
+pub(crate) fn audit(row: &AnyRow) -> Result<AuditRow, StoreError> {
+    Ok(AuditRow {
+        fields: kura_core::audit::AuditFields {
+            seq: get(row, "seq")?,
+            at_millis: get(row, "at")?,
+            actor: get(row, "actor")?,
+            on_behalf_of: get(row, "on_behalf_of")?,
+            action: get(row, "action")?,
+            record: get(row, "record_id")?,
+            grant: get(row, "grant_id")?,
+            outcome: get(row, "outcome")?,
+            detail: get(row, "detail")?,
+            subject: get::<Option<String>>(row, "subject_patient")?.map(|s| format!("account:{s}")).unwrap_or_default(),
+        },
+        prev_hash: get(row, "prev_hash")?,
+        hash: get(row, "hash")?,
+    })
+}

@@ -1,0 +1,986 @@
+//! `impl Store for SqlStore`: one transaction per state change, the audit entry and the custody
+//! ledger entry inside it.
+
+use async_trait::async_trait;
+use kura_core::audit::{AuditFields, entry_hash};
+use kura_core::custody::CustodyEvent;
+use kura_core::ids::{AccountId, DelegationId, GrantId, OrgId, RecordId};
+use kura_core::labels::Label;
+use kura_core::party::Party;
+use kura_core::policy::{Permit, RecordPolicyView};
+use kura_core::time::Timestamp;
+use kura_store::model::*;
+use kura_store::{Store, StoreError};
+use sqlx::any::AnyRow;
+use sqlx::{Any, AnyConnection, Transaction};
+
+use crate::rows::{self, get};
+use crate::{Backend, SqlStore, store_error};
+
+/// A writing transaction. On SQLite it also holds the in-process writer lock; it is released
+/// after the transaction ends because fields drop in declaration order.
+struct WriteTx<'a> {
+    tx: Transaction<'static, Any>,
+    _writer: Option<tokio::sync::MutexGuard<'a, ()>>,
+}
+
+impl WriteTx<'_> {
+    fn conn(&mut self) -> &mut AnyConnection {
+        &mut self.tx
+    }
+
+    async fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit().await.map_err(store_error)
+    }
+}
+
+impl SqlStore {
+    async fn begin_write(&self) -> Result<WriteTx<'_>, StoreError> {
+        let writer = match &self.write_lock {
+            Some(lock) => Some(lock.lock().await),
+            None => None,
+        };
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        // Taking the audit head first makes every writer wait its turn here: it keeps the audit
+        // chain linear and, on SQLite, takes the write lock before any read of the transaction.
+        sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1").execute(&mut *tx).await.map_err(store_error)?;
+        Ok(WriteTx { tx, _writer: writer })
+    }
+
+    async fn fetch_all<'q>(
+        &self,
+        query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
+    ) -> Result<Vec<AnyRow>, StoreError> {
+        query.fetch_all(&self.pool).await.map_err(store_error)
+    }
+
+    async fn fill_record(&self, mut record: RecordRow) -> Result<RecordRow, StoreError> {
+        let parts =
+            sqlx::query("SELECT idx, category, resource_type FROM record_parts WHERE record_id = $1 ORDER BY idx")
+                .bind(record.id.as_str())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(store_error)?;
+        record.parts = parts.iter().map(rows::part).collect::<Result<_, _>>()?;
+        let labels = sqlx::query("SELECT label FROM record_labels WHERE record_id = $1 ORDER BY label")
+            .bind(record.id.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_error)?;
+        record.labels = labels.iter().map(rows::label).collect::<Result<_, _>>()?;
+        Ok(record)
+    }
+}
+
+fn placeholders(start: usize, count: usize) -> String {
+    (start..start + count).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
+async fn append_audit(conn: &mut AnyConnection, audit: &NewAudit) -> Result<(), StoreError> {
+    let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(store_error)?;
+    let prev_seq: i64 = get(&head, "seq")?;
+    let prev: Vec<u8> = get(&head, "hash")?;
+    let prev: [u8; 32] = prev.try_into().map_err(|_| StoreError::Corrupt("audit head".into()))?;
+    let subject = subject_patient(conn, audit).await?;
+    let fields = AuditFields {
+        seq: prev_seq + 1,
+        at_millis: audit.at.as_millis(),
+        actor: audit.actor.clone(),
+        on_behalf_of: audit.on_behalf_of.clone(),
+        action: audit.action.clone(),
+        record: audit.record.as_ref().map(|r| r.to_string()).unwrap_or_default(),
+        grant: audit.grant.as_ref().map(|g| g.to_string()).unwrap_or_default(),
+        outcome: audit.outcome.clone(),
+        detail: audit.detail.clone(),
+        subject: subject.as_ref().map(|s| format!("account:{s}")).unwrap_or_default(),
+    };
+    let hash = entry_hash(&prev, &fields);
+    sqlx::query(
+        "INSERT INTO audit_log (seq, at, actor, on_behalf_of, action, record_id, grant_id, outcome, detail, \
+         subject_patient, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+    )
+    .bind(fields.seq)
+    .bind(fields.at_millis)
+    .bind(&fields.actor)
+    .bind(&fields.on_behalf_of)
+    .bind(&fields.action)
+    .bind(&fields.record)
+    .bind(&fields.grant)
+    .bind(&fields.outcome)
+    .bind(&fields.detail)
+    .bind(subject)
+    .bind(prev.to_vec())
+    .bind(hash.to_vec())
+    .execute(&mut *conn)
+    .await
+    .map_err(store_error)?;
+    sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+        .bind(fields.seq)
+        .bind(hash.to_vec())
+        .execute(&mut *conn)
+        .await
+        .map_err(store_error)?;
+    Ok(())
+}
+
+/// The patient an audit entry is about: the one an agent acted for, else the record's owner if a
+/// patient owns it, else the patient linked to the record's local id.
+async fn subject_patient(conn: &mut AnyConnection, audit: &NewAudit) -> Result<Option<String>, StoreError> {
+    if let Some(subject) = &audit.subject {
+        return Ok(Some(subject.to_string()));
+    }
+    if let Some(Party::Account(patient)) = Party::from_text(&audit.on_behalf_of) {
+        return Ok(Some(patient.to_string()));
+    }
+    let Some(record) = &audit.record else {
+        return Ok(None);
+    };
+    let row = sqlx::query("SELECT owner, institution, mrn FROM records WHERE id = $1")
+        .bind(record.as_str())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(store_error)?;
+    let Some(row) = row else { return Ok(None) };
+    if let Some(Party::Account(owner)) = Party::from_text(&get::<String>(&row, "owner")?) {
+        return Ok(Some(owner.to_string()));
+    }
+    let link = sqlx::query("SELECT patient FROM patient_links WHERE institution = $1 AND mrn = $2")
+        .bind(get::<String>(&row, "institution")?)
+        .bind(get::<String>(&row, "mrn")?)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(store_error)?;
+    link.map(|l| get::<String>(&l, "patient")).transpose()
+}
+
+async fn insert_ledger(conn: &mut AnyConnection, record: &RecordId, ledger: &NewLedger) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO custody_ledger (record_id, event, from_owner, to_owner, transfer_id, actor, at, note) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(record.as_str())
+    .bind(ledger.event.as_str())
+    .bind(ledger.from_owner.as_ref().map(Party::to_text))
+    .bind(ledger.to_owner.to_text())
+    .bind(ledger.transfer.as_ref().map(|t| t.to_string()))
+    .bind(&ledger.actor)
+    .bind(ledger.at.as_millis())
+    .bind(&ledger.note)
+    .execute(&mut *conn)
+    .await
+    .map_err(store_error)?;
+    Ok(())
+}
+
+async fn insert_record_rows(conn: &mut AnyConnection, record: &NewRecord) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO records (id, owner, institution, mrn, format, state, document_category, blob_key, wrapped_key, \
+         content_hash, size, derived_from, provenance, held_under, version, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, $8, $9, $10, $11, $12, $13, 1, $14, $14)",
+    )
+    .bind(record.id.as_str())
+    .bind(record.owner.to_text())
+    .bind(record.institution.as_str())
+    .bind(&record.mrn)
+    .bind(record.format.as_str())
+    .bind(record.document_category.map(|c| c.as_str()))
+    .bind(&record.content.blob_key)
+    .bind(record.content.wrapped_key.clone())
+    .bind(&record.content.content_hash)
+    .bind(record.content.size)
+    .bind(record.derived_from.as_ref().map(|r| r.to_string()))
+    .bind(&record.provenance)
+    .bind(record.held_under.as_ref().map(|g| g.to_string()))
+    .bind(record.created_at.as_millis())
+    .execute(&mut *conn)
+    .await
+    .map_err(store_error)?;
+    replace_parts_and_labels(conn, &record.id, &record.parts, &record.labels).await
+}
+
+async fn replace_parts_and_labels(
+    conn: &mut AnyConnection,
+    record: &RecordId,
+    parts: &[StoredPart],
+    labels: &[Label],
+) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM record_parts WHERE record_id = $1")
+        .bind(record.as_str())
+        .execute(&mut *conn)
+        .await
+        .map_err(store_error)?;
+    sqlx::query("DELETE FROM record_labels WHERE record_id = $1")
+        .bind(record.as_str())
+        .execute(&mut *conn)
+        .await
+        .map_err(store_error)?;
+    for part in parts {
+        sqlx::query("INSERT INTO record_parts (record_id, idx, category, resource_type) VALUES ($1, $2, $3, $4)")
+            .bind(record.as_str())
+            .bind(i64::from(part.index))
+            .bind(part.category.as_str())
+            .bind(&part.resource_type)
+            .execute(&mut *conn)
+            .await
+            .map_err(store_error)?;
+    }
+    for label in labels {
+        sqlx::query("INSERT INTO record_labels (record_id, label) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(record.as_str())
+            .bind(label.as_str())
+            .execute(&mut *conn)
+            .await
+            .map_err(store_error)?;
+    }
+    Ok(())
+}
+
+async fn insert_grant_row(conn: &mut AnyConnection, row: &GrantRow) -> Result<(), StoreError> {
+    let grant = &row.grant;
+    let (selector_kind, selector) = rows::selector_to_text(grant.terms.selector());
+    sqlx::query(
+        "INSERT INTO grants (id, owner, grantee, selector_kind, selector, scope, actions, anonymization, not_before, \
+         expires_at, revoked_at, purpose, created_by, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+    )
+    .bind(grant.id.as_str())
+    .bind(grant.owner.to_text())
+    .bind(grant.grantee.to_text())
+    .bind(selector_kind)
+    .bind(selector)
+    .bind(grant.terms.scope().to_text())
+    .bind(grant.terms.actions().to_text())
+    .bind(grant.terms.anonymization().as_str())
+    .bind(grant.terms.period().not_before().as_millis())
+    .bind(grant.terms.period().expires_at().map(Timestamp::as_millis))
+    .bind(grant.revoked_at.map(Timestamp::as_millis))
+    .bind(&row.purpose)
+    .bind(&row.created_by)
+    .bind(row.created_at.as_millis())
+    .execute(&mut *conn)
+    .await
+    .map_err(store_error)?;
+    Ok(())
+}
+
+/// Destroys a record's data key and marks it ended; returns the blob key that held its content.
+/// `Conflict` if the record is no longer active at `expected_version` (when given).
+async fn end_record_rows(
+    conn: &mut AnyConnection,
+    record: &RecordId,
+    expected_version: Option<i64>,
+    end: &RecordEnd,
+    at: Timestamp,
+) -> Result<Option<String>, StoreError> {
+    let row = sqlx::query("SELECT blob_key, version, state FROM records WHERE id = $1")
+        .bind(record.as_str())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(store_error)?
+        .ok_or(StoreError::NotFound)?;
+    let version: i64 = get(&row, "version")?;
+    let state: String = get(&row, "state")?;
+    if state != "active" || expected_version.is_some_and(|v| v != version) {
+        return Err(StoreError::Conflict("the record changed concurrently; nothing was applied"));
+    }
+    let blob_key: Option<String> = get(&row, "blob_key")?;
+    let (state, moved_to, moved_at, moved_by) = match end {
+        RecordEnd::Moved(locator) => (
+            "moved",
+            Some(locator.destination.clone()),
+            Some(locator.moved_at.as_millis()),
+            Some(locator.ordered_by.clone()),
+        ),
+        RecordEnd::Deleted => ("deleted", None, None, None),
+    };
+    sqlx::query(
+        "UPDATE records SET state = $1, wrapped_key = NULL, blob_key = NULL, moved_to = $2, moved_at = $3, \
+         moved_by = $4, version = version + 1, updated_at = $5 WHERE id = $6 AND version = $7",
+    )
+    .bind(state)
+    .bind(moved_to)
+    .bind(moved_at)
+    .bind(moved_by)
+    .bind(at.as_millis())
+    .bind(record.as_str())
+    .bind(version)
+    .execute(&mut *conn)
+    .await
+    .map_err(store_error)?;
+    Ok(blob_key)
+}
+
+/// Deletes the in-server copies held under `grant` (inside the caller's transaction), with a
+/// ledger and an audit entry each.
+async fn destroy_copies_under(
+    conn: &mut AnyConnection,
+    grant: &GrantId,
+    at: Timestamp,
+    why: &str,
+) -> Result<Vec<String>, StoreError> {
+    let copies = sqlx::query("SELECT id, owner FROM records WHERE held_under = $1 AND state = 'active'")
+        .bind(grant.as_str())
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(store_error)?;
+    let mut blob_keys = Vec::new();
+    for copy in copies {
+        let id = rows::parse_id(&get::<String>(&copy, "id")?, RecordId::parse)?;
+        let owner = rows::party(&get::<String>(&copy, "owner")?)?;
+        blob_keys.extend(end_record_rows(conn, &id, None, &RecordEnd::Deleted, at).await?);
+        let ledger = NewLedger {
+            event: CustodyEvent::Deleted,
+            from_owner: Some(owner.clone()),
+            to_owner: owner,
+            transfer: None,
+            actor: "system".into(),
+            at,
+            note: why.into(),
+        };
+        insert_ledger(conn, &id, &ledger).await?;
+        let audit = NewAudit {
+            at,
+            actor: "system".into(),
+            on_behalf_of: String::new(),
+            action: "copy_destroyed".into(),
+            record: Some(id),
+            grant: Some(grant.clone()),
+            outcome: "done".into(),
+            detail: why.into(),
+            subject: None,
+        };
+        append_audit(conn, &audit).await?;
+    }
+    Ok(blob_keys)
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+
+    async fn create_org(&self, org: &Org, audit: NewAudit) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("INSERT INTO orgs (id, name, kind, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(org.id.as_str())
+            .bind(&org.name)
+            .bind(org.kind.as_str())
+            .bind(org.created_at.as_millis())
+            .execute(tx.conn())
+            .await
+            .map_err(store_error)?;
+        append_audit(tx.conn(), &audit).await?;
+        tx.commit().await
+    }
+
+    async fn org(&self, id: &OrgId) -> Result<Option<Org>, StoreError> {
+        let rows = self
+            .fetch_all(sqlx::query("SELECT id, name, kind, created_at FROM orgs WHERE id = $1").bind(id.as_str()))
+            .await?;
+        rows.first().map(rows::org).transpose()
+    }
+
+    async fn orgs(&self) -> Result<Vec<Org>, StoreError> {
+        let rows = self.fetch_all(sqlx::query("SELECT id, name, kind, created_at FROM orgs ORDER BY name, id")).await?;
+        rows.iter().map(rows::org).collect()
+    }
+
+    async fn create_account(&self, account: &Account, audit: NewAudit) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        insert_account(tx.conn(), account).await?;
+        append_audit(tx.conn(), &audit).await?;
+        tx.commit().await
+    }
+
+    async fn account(&self, id: &AccountId) -> Result<Option<Account>, StoreError> {
+        let sql = format!("SELECT {} FROM accounts WHERE id = $1", rows::ACCOUNT_COLUMNS);
+        let rows = self.fetch_all(sqlx::query(&sql).bind(id.as_str())).await?;
+        rows.first().map(rows::account).transpose()
+    }
+
+    async fn account_by_username(&self, username: &str) -> Result<Option<Account>, StoreError> {
+        let sql = format!("SELECT {} FROM accounts WHERE username = $1", rows::ACCOUNT_COLUMNS);
+        let rows = self.fetch_all(sqlx::query(&sql).bind(username)).await?;
+        rows.first().map(rows::account).transpose()
+    }
+
+    async fn set_totp_secret(&self, id: &AccountId, secret: Option<&str>, audit: NewAudit) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query("UPDATE accounts SET totp_secret = $1 WHERE id = $2")
+            .bind(secret)
+            .bind(id.as_str())
+            .execute(tx.conn())
+            .await
+            .map_err(store_error)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        append_audit(tx.conn(), &audit).await?;
+        tx.commit().await
+    }
+
+    async fn register_client(
+        &self,
+        account: &Account,
+        client: &MachineClient,
+        audit: NewAudit,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        insert_account(tx.conn(), account).await?;
+        sqlx::query(
+            "INSERT INTO machine_clients (client_id, account_id, org_id, public_key_pem, algorithm, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&client.client_id)
+        .bind(client.account.as_str())
+        .bind(client.org.as_str())
+        .bind(&client.public_key_pem)
+        .bind(&client.algorithm)
+        .bind(client.created_at.as_millis())
+        .execute(tx.conn())
+        .await
+        .map_err(store_error)?;
+        append_audit(tx.conn(), &audit).await?;
+        tx.commit().await
+    }
+
+    async fn client(&self, client_id: &str) -> Result<Option<MachineClient>, StoreError> {
+        let rows = self
+            .fetch_all(
+                sqlx::query(
+                    "SELECT client_id, account_id, org_id, public_key_pem, algorithm, created_at \
+                     FROM machine_clients WHERE client_id = $1",
+                )
+                .bind(client_id),
+            )
+            .await?;
+        rows.first().map(rows::machine_client).transpose()
+    }
+
+    async fn use_assertion_id(
+        &self,
+        client_id: &str,
+        jti: &str,
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM client_assertion_ids WHERE expires_at < $1")
+            .bind(now.as_millis())
+            .execute(tx.conn())
+            .await
+            .map_err(store_error)?;
+        let inserted = sqlx::query(
+            "INSERT INTO client_assertion_ids (client_id, jti, expires_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        )
+        .bind(client_id)
+        .bind(jti)
+        .bind(expires_at.as_millis())
+        .execute(tx.conn())
+        .await
+        .map_err(store_error)?;
+        if inserted.rows_affected() == 0 {
+            return Err(StoreError::Conflict("assertion id already used"));
+        }
+        tx.commit().await
+    }
+
+    async fn create_link_code(&self, code: &LinkCode, audit: NewAudit) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO link_codes (code_hash, institution, mrn, expires_at, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&code.code_hash)
+        .bind(code.institution.as_str())
+        .bind(&code.mrn)
+        .bind(code.expires_at.as_millis())
+        .bind(code.created_at.as_millis())
+        .execute(tx.conn())
+        .await
+        .map_err(store_error)?;
+        append_audit(tx.conn(), &audit).await?;
+        tx.commit().await
+    }
+
+    async fn redeem_link_code(
+        &self,
+        code_hash: &str,
+        patient: &AccountId,
+        now: Timestamp,
+        audit: NewAudit,
+    ) -> Result<(OrgId, String), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query("SELECT institution, mrn, expires_at, used_at FROM link_codes WHERE code_hash = $1")
+            .bind(code_hash)
+            .fetch_optional(tx.conn())
+            .await
+            .map_err(store_error)?
+            .ok_or(StoreError::NotFound)?;
+        let used_at: Option<i64> = get(&row, "used_at")?;
+        if used_at.is_some() || get::<i64>(&row, "expires_at")? <= now.as_millis() {
+            return Err(StoreError::NotFound);
+        }
+        let institution: String = get(&row, "institution")?;
+        let mrn: String = get(&row, "mrn")?;
+        let existing = sqlx::query("SELECT patient FROM patient_links WHERE institution = $1 AND mrn = $2")
+            .bind(&institution)
+            .bind(&mrn)
+            .fetch_optional(tx.conn())
+            .await
+            .map_err(store_error)?;
+        match existing {
+            Some(row) if get::<String>(&row, "patient")? != patient.as_str() => {
+                return Err(StoreError::Conflict("this local patient id is linked to another account"));
+            }
+            Some(_) => {}
+            None => {
+                sqlx::query("INSERT INTO patient_links (institution, mrn, patient, linked_at) VALUES ($1, $2, $3, $4)")
+                    .bind(&institution)
+                    .bind(&mrn)
+                    .bind(patient.as_str())
+                    .bind(now.as_millis())
+                    .execute(tx.conn())
+                    .await
+                    .map_err(store_error)?;
+            }
+        }
+        sqlx::query("UPDATE link_codes SET used_at = $1 WHERE code_hash = $2")
+            .bind(now.as_millis())
+            .bind(code_hash)
+            .execute(tx.conn())
+            .await
+            .map_err(store_error)?;
+        append_audit(tx.conn(), &audit).await?;
+        tx.commit().await?;
+        Ok((rows::parse_id(&institution, OrgId::parse)?, mrn))
+    }
+
+    async fn linked_patient(&self, institution: &OrgId, mrn: &str) -> Result<Option<AccountId>, StoreError> {
+        let rows = self
+            .fetch_all(
+                sqlx::query("SELECT patient FROM patient_links WHERE institution = $1 AND mrn = $2")
+                    .bind(institution.as_str())
+                    .bind(mrn),
+            )
+            .await?;
+        rows.first().map(|r| rows::parse_id(&get::<String>(r, "patient")?, AccountId::parse)).transpose()
+    }
+
+    async fn links_of(&self, patient: &AccountId) -> Result<Vec<(OrgId, String)>, StoreError> {
+        let rows = self
+            .fetch_all(
+                sqlx::query("SELECT institution, mrn FROM patient_links WHERE patient = $1 ORDER BY institution, mrn")
+                    .bind(patient.as_str()),
+            )
+            .await?;
+        rows.iter()
+            .map(|r| Ok((rows::parse_id(&get::<String>(r, "institution")?, OrgId::parse)?, get(r, "mrn")?)))
+            .collect()
+    }
+
+    async fn insert_record(&self, record: &NewRecord, ledger: NewLedger, audit: NewAudit) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        insert_record_rows(tx.conn(), record).await?;
+        insert_ledger(tx.conn(), &record.id, &ledger).await?;
+        append_audit(tx.conn(), &audit).await?;
+        tx.commit().await
+    }
+
+    async fn record(&self, id: &RecordId) -> Result<Option<RecordRow>, StoreError> {
+        let sql = format!("SELECT {} FROM records WHERE id = $1", rows::RECORD_COLUMNS);
+        let rows = self.fetch_all(sqlx::query(&sql).bind(id.as_str())).await?;
+        match rows.first() {
+            Some(row) => Ok(Some(self.fill_record(rows::record(row)?).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn policy_view(&self, record: &RecordRow) -> Result<RecordPolicyView, StoreError> {
+        let sql =
+            format!("SELECT {} FROM grants WHERE owner = $1 AND revoked_at IS NULL ORDER BY id", rows::GRANT_COLUMNS);
+        let grants = self.fetch_all(sqlx::query(&sql).bind(record.owner.to_text())).await?;
+        let grants = grants.iter().map(|r| rows::grant(r).map(|g| g.grant)).collect::<Result<Vec<_>, _>>()?;
+        let held_under = match &record.held_under {
+            Some(id) => {
+                Some(self.grant(id).await?.ok_or_else(|| StoreError::Corrupt("copy without its grant".into()))?.grant)
+            }
+            None => None,
+        };
+        Ok(RecordPolicyView {
+            id: record.id.clone(),
+            owner: record.owner.clone(),
+            state: record.state,
+            categories: record.categories(),
+            labels: record.labels.clone(),
+            grants,
+            held_under,
+        })
+    }
+
+    async fn candidate_records(&self, parties: &[Party], labels: &[Label]) -> Result<Vec<RecordRow>, StoreError> {
+        if parties.is_empty() {
+            return Ok(Vec::new());
+        }
+        let n = parties.len();
+        let mut sql = format!(
+            "SELECT {} FROM records r WHERE r.state = 'active' AND (r.owner IN ({}) OR r.owner IN \
+             (SELECT g.owner FROM grants g WHERE g.revoked_at IS NULL AND g.grantee IN ({})))",
+            rows::RECORD_COLUMNS,
+            placeholders(1, n),
+            placeholders(n + 1, n),
+        );
+        for i in 0..labels.len() {
+            sql.push_str(&format!(
+                " AND EXISTS (SELECT 1 FROM record_labels l WHERE l.record_id = r.id AND l.label = ${})",
+                2 * n + 1 + i
+            ));
+        }
+        sql.push_str(" ORDER BY r.created_at, r.id");
+        let texts: Vec<String> = parties.iter().map(Party::to_text).collect();
+        let mut query = sqlx::query(&sql);
+        for text in texts.iter().chain(texts.iter()) {
+            query = query.bind(text.as_str());
+        }
+        for label in labels {
+            query = query.bind(label.as_str());
+        }
+        let rows = self.fetch_all(query).await?;
+        let mut records = Vec::with_capacity(rows.len());
+        for row in &rows {
+            records.push(self.fill_record(rows::record(row)?).await?);
+        }
+        Ok(records)
+    }
+
+    async fn content_ref(&self, permit: &Permit) -> Result<ContentRef, StoreError> {
+        let rows = self
+            .fetch_all(
+                sqlx::query(
+                    "SELECT blob_key, wrapped_key, content_hash, size FROM records WHERE id = $1 AND state = 'active'",
+                )
+                .bind(permit.record().as_str()),
+            )
+            .await?;
+        let row = rows.first().ok_or(StoreError::NotFound)?;
+        match (get::<Option<String>>(row, "blob_key")?, get::<Option<Vec<u8>>>(row, "wrapped_key")?) {
+            (Some(blob_key), Some(wrapped_key)) => Ok(ContentRef {
+                blob_key,
+                wrapped_key,
+                content_hash: get::<Option<String>>(row, "content_hash")?.unwrap_or_default(),
+                size: get(row, "size")?,
+            }),
+            _ => Err(StoreError::NotFound),
+        }
+    }
+
+    async fn ledger(&self, record: &RecordId) -> Result<Vec<LedgerEntry>, StoreError> {
+        let rows = self
+            .fetch_all(
+                sqlx::query(
+                    "SELECT seq, record_id, event, from_owner, to_owner, transfer_id, actor, at, note \
+                     FROM custody_ledger WHERE record_id = $1 ORDER BY seq",
+                )
+                .bind(record.as_str()),
+            )
+            .await?;
+        rows.iter().map(rows::ledger_entry).collect()
+    }
+
+    async fn apply_transfer(&self, t: &TransferCommit) -> Result<Vec<String>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query("SELECT blob_key, version, state, owner FROM records WHERE id = $1")
+            .bind(t.record.as_str())
+            .fetch_optional(tx.conn())
+            .await
+            .map_err(store_error)?
+            .ok_or(StoreError::NotFound)?;
+        let unchanged = get::<i64>(&row, "version")? == t.expected_version
+            && get::<String>(&row, "state")? == "active"
+            && get::<String>(&row, "owner")? == t.institution.to_text();
+        if !unchanged {
+            return Err(StoreError::Conflict("the record changed concurrently; nothing was applied"));
+        }
+        let old_blob: Option<String> = get(&row, "blob_key")?;
+        let mut dead_blobs = Vec::new();
+        let new_content = t.split.as_ref().map(|s| &s.staying_content).or(t.whole_content.as_ref());
+        let new_owner = if t.split.is_some() { &t.institution } else { &t.patient };
+        let provenance_note = match &t.split {
+            Some(split) => format!("; split at transfer {}: parts moved to record {}", t.transfer, split.moving.id),
+            None => format!("; transferred to the patient by transfer {}", t.transfer),
+        };
+        let mut update = sqlx::query(
+            "UPDATE records SET owner = $1, version = version + 1, updated_at = $2, provenance = provenance || $3, \
+             blob_key = COALESCE($4, blob_key), wrapped_key = COALESCE($5, wrapped_key), \
+             content_hash = COALESCE($6, content_hash), size = COALESCE($7, size) WHERE id = $8 AND version = $9",
+        )
+        .bind(new_owner.to_text())
+        .bind(t.at.as_millis())
+        .bind(provenance_note);
+        update = match new_content {
+            Some(c) => update
+                .bind(Some(c.blob_key.clone()))
+                .bind(Some(c.wrapped_key.clone()))
+                .bind(Some(c.content_hash.clone()))
+                .bind(Some(c.size)),
+            None => update.bind(None::<String>).bind(None::<Vec<u8>>).bind(None::<String>).bind(None::<i64>),
+        };
+        let updated =
+            update.bind(t.record.as_str()).bind(t.expected_version).execute(tx.conn()).await.map_err(store_error)?;
+        if updated.rows_affected() != 1 {
+            return Err(StoreError::Conflict("the record changed concurrently; nothing was applied"));
+        }
+        if new_content.is_some() {
+            dead_blobs.extend(old_blob);
+        }
+        match &t.split {
+            Some(split) => {
+                replace_parts_and_labels(tx.conn(), &t.record, &split.staying_parts, &split.staying_labels).await?;
+                insert_record_rows(tx.conn(), &split.moving).await?;
+                let ledger = NewLedger {
+                    event: CustodyEvent::SplitOff,
+                    from_owner: Some(t.institution.clone()),
+                    to_owner: t.patient.clone(),
+                    transfer: Some(t.transfer.clone()),
+                    actor: t.actor.clone(),
+                    at: t.at,
+                    note: format!("split from record {}", t.record),
+                };
+                insert_ledger(tx.conn(), &split.moving.id, &ledger).await?;
+            }
+            None => {
+                let ledger = NewLedger {
+                    event: CustodyEvent::Transferred,
+                    from_owner: Some(t.institution.clone()),
+                    to_owner: t.patient.clone(),
+                    transfer: Some(t.transfer.clone()),
+                    actor: t.actor.clone(),
+                    at: t.at,
+                    note: String::new(),
+                };
+                insert_ledger(tx.conn(), &t.record, &ledger).await?;
+            }
+        }
+        if let Some(grant) = &t.retained_view {
+            insert_grant_row(tx.conn(), grant).await?;
+        }
+        for audit in &t.audit {
+            append_audit(tx.conn(), audit).await?;
+        }
+        tx.commit().await?;
+        Ok(dead_blobs)
+    }
+
+    async fn end_record(
+        &self,
+        permit: &Permit,
+        expected_version: i64,
+        end: RecordEnd,
+        ledger: NewLedger,
+        audit: NewAudit,
+    ) -> Result<Option<String>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let blob = end_record_rows(tx.conn(), permit.record(), Some(expected_version), &end, ledger.at).await?;
+        insert_ledger(tx.conn(), permit.record(), &ledger).await?;
+        append_audit(tx.conn(), &audit).await?;
+        tx.commit().await?;
+        Ok(blob)
+    }
+
+    async fn insert_grant(&self, grant: &GrantRow, audit: NewAudit) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        insert_grant_row(tx.conn(), grant).await?;
+        append_audit(tx.conn(), &audit).await?;
+        tx.commit().await
+    }
+
+    async fn grant(&self, id: &GrantId) -> Result<Option<GrantRow>, StoreError> {
+        let sql = format!("SELECT {} FROM grants WHERE id = $1", rows::GRANT_COLUMNS);
+        let rows = self.fetch_all(sqlx::query(&sql).bind(id.as_str())).await?;
+        rows.first().map(rows::grant).transpose()
+    }
+
+    async fn grants_involving(&self, parties: &[Party]) -> Result<Vec<GrantRow>, StoreError> {
+        if parties.is_empty() {
+            return Ok(Vec::new());
+        }
+        let n = parties.len();
+        let sql = format!(
+            "SELECT {} FROM grants WHERE owner IN ({}) OR grantee IN ({}) ORDER BY created_at, id",
+            rows::GRANT_COLUMNS,
+            placeholders(1, n),
+            placeholders(n + 1, n)
+        );
+        let texts: Vec<String> = parties.iter().map(Party::to_text).collect();
+        let mut query = sqlx::query(&sql);
+        for text in texts.iter().chain(texts.iter()) {
+            query = query.bind(text.as_str());
+        }
+        let rows = self.fetch_all(query).await?;
+        rows.iter().map(rows::grant).collect()
+    }
+
+    async fn revoke_grant(&self, id: &GrantId, at: Timestamp, audit: NewAudit) -> Result<Vec<String>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query("SELECT revoked_at FROM grants WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_optional(tx.conn())
+            .await
+            .map_err(store_error)?
+            .ok_or(StoreError::NotFound)?;
+        if get::<Option<i64>>(&row, "revoked_at")?.is_some() {
+            return Err(StoreError::Conflict("the grant is already revoked"));
+        }
+        sqlx::query("UPDATE grants SET revoked_at = $1 WHERE id = $2")
+            .bind(at.as_millis())
+            .bind(id.as_str())
+            .execute(tx.conn())
+            .await
+            .map_err(store_error)?;
+        append_audit(tx.conn(), &audit).await?;
+        let blobs = destroy_copies_under(tx.conn(), id, at, "the grant it was made under was revoked").await?;
+        tx.commit().await?;
+        Ok(blobs)
+    }
+
+    async fn sweep_copies(&self, now: Timestamp) -> Result<Vec<String>, StoreError> {
+        let expired = self
+            .fetch_all(
+                sqlx::query(
+                    "SELECT DISTINCT g.id FROM records r JOIN grants g ON g.id = r.held_under WHERE r.state = 'active' \
+                     AND (g.revoked_at IS NOT NULL OR (g.expires_at IS NOT NULL AND g.expires_at <= $1))",
+                )
+                .bind(now.as_millis()),
+            )
+            .await?;
+        let mut blobs = Vec::new();
+        for row in expired {
+            let grant = rows::parse_id(&get::<String>(&row, "id")?, GrantId::parse)?;
+            let mut tx = self.begin_write().await?;
+            blobs.extend(destroy_copies_under(tx.conn(), &grant, now, "the grant it was made under ended").await?);
+            tx.commit().await?;
+        }
+        Ok(blobs)
+    }
+
+    async fn insert_delegation(&self, row: &DelegationRow, audit: NewAudit) -> Result<(), StoreError> {
+        let d = &row.delegation;
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO delegations (id, agent, patient, kind, powers, not_before, expires_at, revoked_at, created_by, \
+             created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $9)",
+        )
+        .bind(d.id.as_str())
+        .bind(d.agent.as_str())
+        .bind(d.patient.as_str())
+        .bind(row.kind.as_str())
+        .bind(d.powers.to_text())
+        .bind(d.period.not_before().as_millis())
+        .bind(d.period.expires_at().map(Timestamp::as_millis))
+        .bind(&row.created_by)
+        .bind(row.created_at.as_millis())
+        .execute(tx.conn())
+        .await
+        .map_err(store_error)?;
+        append_audit(tx.conn(), &audit).await?;
+        tx.commit().await
+    }
+
+    async fn delegation(&self, id: &DelegationId) -> Result<Option<DelegationRow>, StoreError> {
+        let sql = format!("SELECT {} FROM delegations WHERE id = $1", rows::DELEGATION_COLUMNS);
+        let rows = self.fetch_all(sqlx::query(&sql).bind(id.as_str())).await?;
+        rows.first().map(rows::delegation).transpose()
+    }
+
+    async fn delegations_involving(&self, account: &AccountId) -> Result<Vec<DelegationRow>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM delegations WHERE agent = $1 OR patient = $1 ORDER BY created_at, id",
+            rows::DELEGATION_COLUMNS
+        );
+        let rows = self.fetch_all(sqlx::query(&sql).bind(account.as_str())).await?;
+        rows.iter().map(rows::delegation).collect()
+    }
+
+    async fn revoke_delegation(&self, id: &DelegationId, at: Timestamp, audit: NewAudit) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query("UPDATE delegations SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+            .bind(at.as_millis())
+            .bind(id.as_str())
+            .execute(tx.conn())
+            .await
+            .map_err(store_error)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        append_audit(tx.conn(), &audit).await?;
+        tx.commit().await
+    }
+
+    async fn append_audit(&self, audit: NewAudit) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        append_audit(tx.conn(), &audit).await?;
+        tx.commit().await
+    }
+
+    async fn audit_entries(
+        &self,
+        patient: Option<&AccountId>,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<AuditRow>, StoreError> {
+        const COLUMNS: &str = "seq, at, actor, on_behalf_of, action, record_id, grant_id, outcome, detail, subject_patient, prev_hash, hash";
+        let rows = match patient {
+            Some(patient) => {
+                let sql = format!(
+                    "SELECT {COLUMNS} FROM audit_log WHERE seq > $1 AND (subject_patient = $2 OR actor = $3) ORDER BY seq LIMIT $4"
+                );
+                self.fetch_all(
+                    sqlx::query(&sql)
+                        .bind(after_seq)
+                        .bind(patient.as_str())
+                        .bind(Party::Account(patient.clone()).to_text())
+                        .bind(limit),
+                )
+                .await?
+            }
+            None => {
+                let sql = format!("SELECT {COLUMNS} FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2");
+                self.fetch_all(sqlx::query(&sql).bind(after_seq).bind(limit)).await?
+            }
+        };
+        rows.iter().map(rows::audit).collect()
+    }
+
+    async fn audit_head(&self) -> Result<(i64, Vec<u8>), StoreError> {
+        let rows = self.fetch_all(sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")).await?;
+        let row = rows.first().ok_or_else(|| StoreError::Corrupt("audit head missing".into()))?;
+        Ok((get(row, "seq")?, get(row, "hash")?))
+    }
+}
+
+async fn insert_account(conn: &mut AnyConnection, account: &Account) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO accounts (id, username, password_hash, kind, org_id, totp_secret, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(account.id.as_str())
+    .bind(&account.username)
+    .bind(&account.password_hash)
+    .bind(account.kind.as_str())
+    .bind(account.org.as_ref().map(|o| o.to_string()))
+    .bind(account.totp_secret.as_deref())
+    .bind(account.created_at.as_millis())
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| match store_error(e) {
+        StoreError::Conflict(_) => StoreError::Conflict("the username is taken"),
+        other => other,
+    })?;
+    Ok(())
+}

@@ -1,0 +1,275 @@
+//! What the store keeps, as plain structs. Backends map rows to these by hand.
+
+use kura_core::audit::AuditFields;
+use kura_core::ids::{AccountId, GrantId, OrgId, RecordId, TransferId};
+use kura_core::labels::Label;
+use kura_core::party::{AccountKind, OrgKind, Party};
+use kura_core::policy::{Delegation, Grant};
+use kura_core::record::{CategorySet, PartCategory, RecordFormat, RecordState};
+use kura_core::time::Timestamp;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Org {
+    pub id: OrgId,
+    pub name: String,
+    pub kind: OrgKind,
+    pub created_at: Timestamp,
+}
+
+/// A login (person) or a machine client's account.
+#[derive(Clone)]
+pub struct Account {
+    pub id: AccountId,
+    pub username: String,
+    /// PHC string (argon2id); empty for machine accounts, which cannot log in with a password.
+    pub password_hash: String,
+    pub kind: AccountKind,
+    pub org: Option<OrgId>,
+    /// Base32 TOTP secret once the second factor is enabled.
+    pub totp_secret: Option<String>,
+    pub created_at: Timestamp,
+}
+
+impl std::fmt::Debug for Account {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Account")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .field("org", &self.org)
+            .field("totp", &self.totp_secret.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A machine client registered with its public key (OAuth2 `private_key_jwt`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MachineClient {
+    pub client_id: String,
+    pub account: AccountId,
+    pub org: OrgId,
+    pub public_key_pem: String,
+    /// The JWS algorithm the key signs with (`ES384`, `RS384`, `EdDSA`, ...).
+    pub algorithm: String,
+    pub created_at: Timestamp,
+}
+
+/// A one-time code an institution hands a patient to link their account to a local id.
+#[derive(Debug, Clone)]
+pub struct LinkCode {
+    /// SHA-256 of the code; the code itself is never stored.
+    pub code_hash: String,
+    pub institution: OrgId,
+    pub mrn: String,
+    pub expires_at: Timestamp,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPart {
+    pub index: u32,
+    pub category: PartCategory,
+    pub resource_type: String,
+}
+
+/// Where a record's sealed content lives and the wrapped key that opens it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ContentRef {
+    pub blob_key: String,
+    pub wrapped_key: Vec<u8>,
+    /// SHA-256 (hex) of the plaintext, for integrity checks and exports.
+    pub content_hash: String,
+    pub size: i64,
+}
+
+impl std::fmt::Debug for ContentRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContentRef").field("blob_key", &self.blob_key).field("size", &self.size).finish_non_exhaustive()
+    }
+}
+
+/// Where a moved record went (DESIGN.md, I8).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Locator {
+    pub destination: String,
+    pub moved_at: Timestamp,
+    pub ordered_by: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewRecord {
+    pub id: RecordId,
+    pub owner: Party,
+    pub institution: OrgId,
+    pub mrn: String,
+    pub format: RecordFormat,
+    pub parts: Vec<StoredPart>,
+    pub labels: Vec<Label>,
+    pub document_category: Option<PartCategory>,
+    pub content: ContentRef,
+    pub derived_from: Option<RecordId>,
+    pub provenance: String,
+    /// Set for an in-server copy: the grant it was made under.
+    pub held_under: Option<GrantId>,
+    pub created_at: Timestamp,
+}
+
+impl NewRecord {
+    pub fn categories(&self) -> CategorySet {
+        self.parts.iter().map(|p| p.category).collect()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RecordRow {
+    pub id: RecordId,
+    pub owner: Party,
+    pub institution: OrgId,
+    pub mrn: String,
+    pub format: RecordFormat,
+    pub state: RecordState,
+    pub parts: Vec<StoredPart>,
+    pub labels: Vec<Label>,
+    pub document_category: Option<PartCategory>,
+    pub content_hash: Option<String>,
+    pub size: i64,
+    pub derived_from: Option<RecordId>,
+    pub provenance: String,
+    pub held_under: Option<GrantId>,
+    pub locator: Option<Locator>,
+    /// Bumped by every change; state changes check it to refuse concurrent updates.
+    pub version: i64,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+impl RecordRow {
+    pub fn categories(&self) -> CategorySet {
+        self.parts.iter().map(|p| p.category).collect()
+    }
+}
+
+/// One custody ledger entry to write with a state change.
+#[derive(Debug, Clone)]
+pub struct NewLedger {
+    pub event: kura_core::custody::CustodyEvent,
+    pub from_owner: Option<Party>,
+    pub to_owner: Party,
+    pub transfer: Option<TransferId>,
+    pub actor: String,
+    pub at: Timestamp,
+    pub note: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerEntry {
+    pub seq: i64,
+    pub record: RecordId,
+    pub event: String,
+    pub from_owner: Option<String>,
+    pub to_owner: String,
+    pub transfer: Option<String>,
+    pub actor: String,
+    pub at: Timestamp,
+    pub note: String,
+}
+
+/// An audit entry to append. Texts are ids and short codes; never content.
+#[derive(Debug, Clone)]
+pub struct NewAudit {
+    pub at: Timestamp,
+    /// `account:<id>`, `org:<id>` or `system`.
+    pub actor: String,
+    /// For an agent: `account:<patient id>`; empty otherwise.
+    pub on_behalf_of: String,
+    pub action: String,
+    pub record: Option<RecordId>,
+    pub grant: Option<GrantId>,
+    /// `allowed`, `denied` or `done`.
+    pub outcome: String,
+    pub detail: String,
+    /// The patient the entry is about when no record says so (a delegation, say). When absent,
+    /// the store derives it: the patient an agent acted for, else the record's patient.
+    pub subject: Option<AccountId>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditRow {
+    pub fields: AuditFields,
+    pub prev_hash: Vec<u8>,
+    pub hash: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantRow {
+    pub grant: Grant,
+    pub purpose: String,
+    pub created_by: String,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DelegationKind {
+    /// Appointed by the patient.
+    Appointed,
+    /// Registered by an operator or institution (e.g. a parent of a minor).
+    Guardian,
+}
+
+impl DelegationKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DelegationKind::Appointed => "appointed",
+            DelegationKind::Guardian => "guardian",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "appointed" => Some(DelegationKind::Appointed),
+            "guardian" => Some(DelegationKind::Guardian),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DelegationRow {
+    pub delegation: Delegation,
+    pub kind: DelegationKind,
+    pub created_by: String,
+    pub created_at: Timestamp,
+}
+
+/// The split half of a transfer: the parts that move become a new record owned by the patient,
+/// and the original keeps the rest under new content.
+#[derive(Debug, Clone)]
+pub struct SplitCommit {
+    pub moving: NewRecord,
+    pub staying_parts: Vec<StoredPart>,
+    pub staying_labels: Vec<Label>,
+    pub staying_content: ContentRef,
+}
+
+/// Everything a transfer writes, in one transaction.
+#[derive(Debug, Clone)]
+pub struct TransferCommit {
+    pub transfer: TransferId,
+    pub record: RecordId,
+    pub expected_version: i64,
+    pub institution: Party,
+    pub patient: Party,
+    pub at: Timestamp,
+    pub actor: String,
+    /// Whole transfer: replacement content (staff anonymized), if any.
+    pub whole_content: Option<ContentRef>,
+    pub split: Option<SplitCommit>,
+    pub retained_view: Option<GrantRow>,
+    pub audit: Vec<NewAudit>,
+}
+
+/// How a record leaves: moved elsewhere (a locator stays) or deleted.
+#[derive(Debug, Clone)]
+pub enum RecordEnd {
+    Moved(Locator),
+    Deleted,
+}

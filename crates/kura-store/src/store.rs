@@ -1,0 +1,128 @@
+use async_trait::async_trait;
+use kura_core::ids::{AccountId, DelegationId, GrantId, OrgId, RecordId};
+use kura_core::labels::Label;
+use kura_core::party::Party;
+use kura_core::policy::{Permit, RecordPolicyView};
+use kura_core::time::Timestamp;
+
+use crate::model::*;
+
+/// Errors every backend maps its driver errors into. Messages never carry record content.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    /// A uniqueness rule or a concurrent change refused the write; nothing was applied.
+    #[error("conflict: {0}")]
+    Conflict(&'static str),
+    #[error("invalid {0}")]
+    Invalid(&'static str),
+    /// The stored data is not what this version of Kura wrote.
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+    #[error("storage backend: {0}")]
+    Backend(String),
+}
+
+/// Metadata storage. Every method that changes state writes the state, the custody ledger entry
+/// and the audit entry in one transaction, or nothing at all.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// `sqlite` or `postgres`, for logs and metrics.
+    fn backend_name(&self) -> &'static str;
+
+    // Organisations, accounts, machine clients.
+    async fn create_org(&self, org: &Org, audit: NewAudit) -> Result<(), StoreError>;
+    async fn org(&self, id: &OrgId) -> Result<Option<Org>, StoreError>;
+    async fn orgs(&self) -> Result<Vec<Org>, StoreError>;
+    /// `Conflict` if the username is taken.
+    async fn create_account(&self, account: &Account, audit: NewAudit) -> Result<(), StoreError>;
+    async fn account(&self, id: &AccountId) -> Result<Option<Account>, StoreError>;
+    async fn account_by_username(&self, username: &str) -> Result<Option<Account>, StoreError>;
+    async fn set_totp_secret(&self, id: &AccountId, secret: Option<&str>, audit: NewAudit) -> Result<(), StoreError>;
+    async fn register_client(
+        &self,
+        account: &Account,
+        client: &MachineClient,
+        audit: NewAudit,
+    ) -> Result<(), StoreError>;
+    async fn client(&self, client_id: &str) -> Result<Option<MachineClient>, StoreError>;
+    /// Records a client assertion's `jti`; `Conflict` if it was seen before (a replay).
+    async fn use_assertion_id(
+        &self,
+        client_id: &str,
+        jti: &str,
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+
+    // Patient links.
+    async fn create_link_code(&self, code: &LinkCode, audit: NewAudit) -> Result<(), StoreError>;
+    /// `NotFound` for an unknown, used or expired code; `Conflict` if the local id is already
+    /// linked to another patient.
+    async fn redeem_link_code(
+        &self,
+        code_hash: &str,
+        patient: &AccountId,
+        now: Timestamp,
+        audit: NewAudit,
+    ) -> Result<(OrgId, String), StoreError>;
+    async fn linked_patient(&self, institution: &OrgId, mrn: &str) -> Result<Option<AccountId>, StoreError>;
+    async fn links_of(&self, patient: &AccountId) -> Result<Vec<(OrgId, String)>, StoreError>;
+
+    // Records.
+    async fn insert_record(&self, record: &NewRecord, ledger: NewLedger, audit: NewAudit) -> Result<(), StoreError>;
+    async fn record(&self, id: &RecordId) -> Result<Option<RecordRow>, StoreError>;
+    /// What the policy needs about `record`: its owner's grants and, for a copy, its grant.
+    async fn policy_view(&self, record: &RecordRow) -> Result<RecordPolicyView, StoreError>;
+    /// Active records that `parties` own or that their owners granted to any of `parties`,
+    /// carrying every label in `labels`. The caller still decides on each.
+    async fn candidate_records(&self, parties: &[Party], labels: &[Label]) -> Result<Vec<RecordRow>, StoreError>;
+    /// The sealed content of the record a permit was issued for.
+    async fn content_ref(&self, permit: &Permit) -> Result<ContentRef, StoreError>;
+    async fn ledger(&self, record: &RecordId) -> Result<Vec<LedgerEntry>, StoreError>;
+    /// Applies a transfer. `Conflict` if the record changed since `expected_version`. Returns the
+    /// blob keys that no longer hold live content.
+    async fn apply_transfer(&self, transfer: &TransferCommit) -> Result<Vec<String>, StoreError>;
+    /// Moves or deletes the record a permit covers, destroying its data key. Returns the blob
+    /// key to remove.
+    async fn end_record(
+        &self,
+        permit: &Permit,
+        expected_version: i64,
+        end: RecordEnd,
+        ledger: NewLedger,
+        audit: NewAudit,
+    ) -> Result<Option<String>, StoreError>;
+
+    // Grants.
+    async fn insert_grant(&self, grant: &GrantRow, audit: NewAudit) -> Result<(), StoreError>;
+    async fn grant(&self, id: &GrantId) -> Result<Option<GrantRow>, StoreError>;
+    /// Grants given by or to any of `parties`.
+    async fn grants_involving(&self, parties: &[Party]) -> Result<Vec<GrantRow>, StoreError>;
+    /// Revokes the grant and deletes the in-server copies made under it, in one transaction.
+    /// Returns the blob keys of the destroyed copies. `NotFound` if unknown, `Conflict` if
+    /// already revoked.
+    async fn revoke_grant(&self, id: &GrantId, at: Timestamp, audit: NewAudit) -> Result<Vec<String>, StoreError>;
+    /// Deletes copies whose grant is no longer in force at `now`; returns their blob keys.
+    async fn sweep_copies(&self, now: Timestamp) -> Result<Vec<String>, StoreError>;
+
+    // Delegations.
+    async fn insert_delegation(&self, delegation: &DelegationRow, audit: NewAudit) -> Result<(), StoreError>;
+    async fn delegation(&self, id: &DelegationId) -> Result<Option<DelegationRow>, StoreError>;
+    /// Delegations where `account` is the agent or the patient.
+    async fn delegations_involving(&self, account: &AccountId) -> Result<Vec<DelegationRow>, StoreError>;
+    async fn revoke_delegation(&self, id: &DelegationId, at: Timestamp, audit: NewAudit) -> Result<(), StoreError>;
+
+    // Audit.
+    async fn append_audit(&self, audit: NewAudit) -> Result<(), StoreError>;
+    /// Entries after `after_seq` in order, at most `limit`; only those about or by `patient` if given.
+    async fn audit_entries(
+        &self,
+        patient: Option<&AccountId>,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<AuditRow>, StoreError>;
+    /// The last sequence number and hash.
+    async fn audit_head(&self) -> Result<(i64, Vec<u8>), StoreError>;
+}

@@ -180,9 +180,15 @@ async fn store_conformance_story() {
     assert_eq!((row.owner.clone(), row.state, row.version), (institution.clone(), RecordState::Active, 1));
     assert_eq!(row.parts, record.parts);
     assert_eq!(row.labels, record.labels);
-    let found = store.candidate_records(std::slice::from_ref(&institution), &[Label::parse("icd10:E11").unwrap()]).await.unwrap();
+    let found = store
+        .candidate_records(std::slice::from_ref(&institution), &[Label::parse("icd10:E11").unwrap()])
+        .await
+        .unwrap();
     assert_eq!(found.len(), 1);
-    let none = store.candidate_records(std::slice::from_ref(&institution), &[Label::parse("icd10:I10").unwrap()]).await.unwrap();
+    let none = store
+        .candidate_records(std::slice::from_ref(&institution), &[Label::parse("icd10:I10").unwrap()])
+        .await
+        .unwrap();
     assert!(none.is_empty());
 
     // A transfer against a stale version changes nothing; the right one moves custody.

@@ -1,6 +1,7 @@
 //! End-to-end tests through the HTTP API, on SQLite by default and on PostgreSQL when
 //! `KURA_TEST_DATABASE_URL` is set (CI runs both).
 
+mod agents_and_audit;
 mod auth;
 mod bad_input;
 mod canary;

@@ -121,6 +121,14 @@ async fn verify_chain(store: &SqlStore) -> Result<i64, kura_core::audit::ChainBr
 async fn store_conformance_story() {
     let scratch = scratch().await;
     let store = &scratch.store;
+    if scratch.postgres.is_none() {
+        // Durability of the embedded default: WAL, and every commit synced (FULL = 2).
+        use sqlx::Row;
+        let pool = store.pool_for_tests();
+        let mode: String = sqlx::query("PRAGMA journal_mode").fetch_one(pool).await.unwrap().get(0);
+        let sync: i64 = sqlx::query("PRAGMA synchronous").fetch_one(pool).await.unwrap().get(0);
+        assert_eq!((mode.as_str(), sync), ("wal", 2));
+    }
 
     // Organisations and accounts; usernames are unique.
     let hospital = OrgId::parse("org-hospital").unwrap();

@@ -1,1 +1,637 @@
-fn main() {}
+//! `kura`, the one binary of Kura, a medical records server on which patients own their records.
+//!
+//! `kura serve`, `kura demo` and `kura operator bootstrap` run the server (or open its store)
+//! in this process. Every other subcommand is a client of the HTTP API: it speaks JSON through
+//! the shared wire types of `kura-api-types` and never touches SQL or the store directly.
+//!
+//! This file holds the command line (clap) and the dispatch; the work is in the modules.
+//! Errors end as one line on stderr, `error: ...`, with exit code 1. Passwords and tokens never
+//! appear in `Debug` output or logs.
+
+mod client;
+mod commands;
+mod demo;
+mod local;
+mod output;
+mod secrets;
+mod session;
+mod upload;
+mod values;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use kura_api_types as api;
+
+/// Kura: a medical records server on which patients own their records.
+#[derive(Debug, Parser)]
+#[command(name = "kura", version, propagate_version = true, max_term_width = 100)]
+#[command(after_help = "Start with `kura demo` for a seeded server, or `kura serve` for an empty one.\n\
+    Client commands use --server (env KURA_SERVER) and the session saved by `kura login`.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (embedded SQLite and a blob folder under the data directory by default).
+    Serve(ServeArgs),
+    /// Seed a complete demo scenario (hospitals, patients, a guardian, researchers) and serve it.
+    Demo(DemoArgs),
+    /// Offline administration that opens the store directly.
+    #[command(subcommand)]
+    Operator(OperatorCommand),
+
+    /// Log in with a username and password and save the session.
+    Login(LoginArgs),
+    /// Forget the saved session.
+    Logout,
+    /// Show the account you are logged in as.
+    Whoami(WithConnection),
+    /// Register a patient account (self-registration).
+    Register(RegisterArgs),
+    /// Organisations: institutions and research organisations (operators create them).
+    Org(OrgArgs),
+    /// Staff, researcher and operator accounts (operators).
+    Account(AccountArgs),
+    /// Machine clients of an organisation (operators).
+    Client(ClientArgs),
+    /// Link codes that tie a patient account to an institution's local patient id.
+    Link(LinkArgs),
+    /// Records: upload, list, show, custody ledger, transfer, copy, move, delete.
+    Records(RecordsArgs),
+    /// Grants: who may use which of your records, how, and for how long.
+    Grant(GrantArgs),
+    /// Delegations: agents (guardians, proxies) acting for a patient.
+    Delegation(DelegationArgs),
+    /// The audit log and its hash-chain check.
+    Audit(AuditArgs),
+    /// Two-factor authentication with a one-time code app.
+    Totp(TotpArgs),
+}
+
+// ---------------------------------------------------------------------------------------------
+// Commands that run in this process
+
+/// Where the server keeps its data.
+#[derive(Debug, Args)]
+struct DataDirArg {
+    /// The data directory: SQLite database, blob folder and master key.
+    #[arg(long, env = "KURA_DATA_DIR", default_value = "./kura-data", value_name = "DIR")]
+    data_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "The master key is read from KURA_MASTER_KEY (64 hex digits) when set, else from \
+    (or created in) DIR/master.key. Logs go to stderr; set RUST_LOG (default info).")]
+struct ServeArgs {
+    #[command(flatten)]
+    data: DataDirArg,
+    /// The address to listen on.
+    #[arg(long, env = "KURA_LISTEN", default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    listen: SocketAddr,
+    /// `sqlite:PATH` or `postgres://...` (default: SQLite at DIR/kura.db).
+    #[arg(long, env = "KURA_DATABASE_URL", hide_env_values = true, value_name = "URL")]
+    database_url: Option<String>,
+    /// The URL clients reach this server at (default: http://<listen>).
+    #[arg(long, env = "KURA_PUBLIC_URL", value_name = "URL")]
+    public_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "The demo prints every account with its password: it is for trying Kura \
+    out, not for real patients.")]
+struct DemoArgs {
+    #[command(flatten)]
+    data: DataDirArg,
+    /// The address to serve on after seeding.
+    #[arg(long, env = "KURA_LISTEN", default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    listen: SocketAddr,
+    /// Seed only; do not serve afterwards (serve later with `kura serve --data-dir DIR`).
+    #[arg(long)]
+    seed_only: bool,
+    /// Print one JSON object with the URL, accounts, passwords and record ids to stdout.
+    #[arg(long)]
+    json: bool,
+    /// Delete an existing database in the data directory first (kura.db*, blobs/, master.key).
+    #[arg(long)]
+    reset: bool,
+    /// The fixtures folder (synthea-r4/ and dicom/).
+    #[arg(long, value_name = "DIR", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures"))]
+    fixtures: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum OperatorCommand {
+    /// Create the first operator account, offline, directly in the store.
+    #[command(after_help = "Without --password-stdin a random password is generated and printed once.")]
+    Bootstrap(BootstrapArgs),
+}
+
+#[derive(Debug, Args)]
+struct BootstrapArgs {
+    /// The operator's username.
+    #[arg(long)]
+    username: String,
+    /// Read the password from stdin instead of generating one.
+    #[arg(long)]
+    password_stdin: bool,
+    #[command(flatten)]
+    data: DataDirArg,
+    /// `sqlite:PATH` or `postgres://...` (default: SQLite at DIR/kura.db).
+    #[arg(long, env = "KURA_DATABASE_URL", hide_env_values = true, value_name = "URL")]
+    database_url: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client commands
+
+/// How a client command reaches the server and who it is there.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Connection")]
+struct Connection {
+    /// The server's URL [default: the logged-in session's, else http://127.0.0.1:8080].
+    #[arg(long, env = "KURA_SERVER", global = true, value_name = "URL")]
+    server: Option<String>,
+    /// A bearer token [default: the session saved by `kura login`].
+    #[arg(long, env = "KURA_TOKEN", global = true, hide_env_values = true, value_name = "TOKEN")]
+    token: Option<String>,
+    /// Print the server's JSON answer as is.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+/// For agents: act as a patient under a delegation.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Connection")]
+struct ActAs {
+    /// Act for this patient (account id) under your delegation (sends `kura-act-as`).
+    #[arg(long, global = true, value_name = "PATIENT_ID")]
+    act_as: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct WithConnection {
+    #[command(flatten)]
+    conn: Connection,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Without --password-stdin the password is asked for on the terminal.\n\
+    The session is saved to $KURA_SESSION or ~/.kura/session.json (mode 0600).")]
+struct LoginArgs {
+    #[command(flatten)]
+    conn: Connection,
+    #[arg(long)]
+    username: String,
+    /// Read the password from stdin.
+    #[arg(long)]
+    password_stdin: bool,
+    /// The current one-time code, for accounts with two-factor authentication.
+    #[arg(long, value_name = "CODE")]
+    totp: Option<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Without --password-stdin a random password is generated and printed once.")]
+struct RegisterArgs {
+    #[command(flatten)]
+    conn: Connection,
+    #[arg(long)]
+    username: String,
+    /// Read the password from stdin (at least 10 characters).
+    #[arg(long)]
+    password_stdin: bool,
+}
+
+#[derive(Debug, Args)]
+struct OrgArgs {
+    #[command(flatten)]
+    conn: Connection,
+    #[command(subcommand)]
+    command: OrgCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum OrgCommand {
+    /// Register an institution or a research organisation (operators).
+    Create {
+        #[arg(long)]
+        name: String,
+        /// `institution` or `research`.
+        #[arg(long, value_parser = ["institution", "research"])]
+        kind: String,
+    },
+    /// List the organisations on the server.
+    List,
+}
+
+#[derive(Debug, Args)]
+struct AccountArgs {
+    #[command(flatten)]
+    conn: Connection,
+    #[command(subcommand)]
+    command: AccountCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum AccountCommand {
+    /// Create a staff, researcher or operator account (operators). Patients use `kura register`.
+    #[command(after_help = "Without --password-stdin a random password is generated and printed once.")]
+    Create {
+        #[arg(long)]
+        username: String,
+        #[arg(long, value_parser = ["staff", "researcher", "operator"])]
+        kind: String,
+        /// The organisation (id or exact name) a staff member or researcher acts for.
+        #[arg(long, value_name = "ORG")]
+        org: Option<String>,
+        /// Read the password from stdin.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+struct ClientArgs {
+    #[command(flatten)]
+    conn: Connection,
+    #[command(subcommand)]
+    command: ClientCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum ClientCommand {
+    /// Register a machine client with its public key; it then signs JWT assertions for tokens.
+    Register {
+        /// The organisation (id or exact name).
+        #[arg(long, value_name = "ORG")]
+        org: String,
+        /// The client's public key, PEM (SPKI).
+        #[arg(long, value_name = "FILE")]
+        public_key: PathBuf,
+        #[arg(long, default_value = "ES384", value_parser = ["ES384", "ES256", "RS384", "RS256", "EdDSA"])]
+        algorithm: String,
+    },
+}
+
+#[derive(Debug, Args)]
+struct LinkArgs {
+    #[command(flatten)]
+    conn: Connection,
+    #[command(flatten)]
+    act_as: ActAs,
+    #[command(subcommand)]
+    command: LinkCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum LinkCommand {
+    /// Issue a one-time link code for a local patient id (institution staff).
+    Issue {
+        /// The institution's local patient id.
+        #[arg(long)]
+        mrn: String,
+    },
+    /// Redeem a link code from an institution (patients).
+    Redeem {
+        /// The code, as handed out (dashes and case do not matter).
+        code: String,
+    },
+    /// The institutions your account is linked to.
+    List,
+}
+
+#[derive(Debug, Args)]
+struct RecordsArgs {
+    #[command(flatten)]
+    conn: Connection,
+    #[command(flatten)]
+    act_as: ActAs,
+    #[command(subcommand)]
+    command: RecordsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum RecordsCommand {
+    /// Upload files or folders for a local patient id (institution staff).
+    #[command(after_help = "Folders are read recursively: *.json is sent as FHIR, *.dcm as DICOM, \
+        *.pdf as PDF; other files are skipped with a note. A failed file does not stop the rest; \
+        the exit code is 1 if any failed.")]
+    Upload {
+        /// Files or folders.
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+        /// The institution's local patient id (MRN) the content is about.
+        #[arg(long, value_name = "MRN")]
+        patient: String,
+        /// For PDFs: `certificate` or `document` (the server's default).
+        #[arg(long, value_parser = ["certificate", "document"])]
+        category: Option<String>,
+    },
+    /// List the records you may see.
+    List {
+        /// Only records carrying this label (repeatable; all must match), e.g. icd10:E11.
+        #[arg(long = "label", value_name = "LABEL")]
+        labels: Vec<String>,
+    },
+    /// Show a record's metadata, and save its content with --out.
+    Show {
+        id: String,
+        /// Write the content here: FHIR as pretty JSON, DICOM and PDF as their bytes.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// The custody ledger of a record (owners).
+    Ledger { id: String },
+    /// Transfer custody of a record to the linked patient (institution staff).
+    Transfer {
+        id: String,
+        /// The institution keeps a view grant.
+        #[arg(long)]
+        retain_view: bool,
+        /// Only parts of these categories move (the record splits), e.g. condition,observation.
+        #[arg(long, value_delimiter = ',', value_parser = values::category, value_name = "CATEGORIES")]
+        parts: Option<Vec<api::Category>>,
+        /// Replace the names of the institution and its staff by stable pseudonyms.
+        #[arg(long)]
+        anonymize_staff: bool,
+    },
+    /// Make an in-server copy (owners, or grantees with the copy action).
+    Copy { id: String },
+    /// Deliver the content and remove it here; a locator stays behind.
+    #[command(after_help = "The content comes back in the answer only: save it with --out FILE (or take it \
+        from --json), the server keeps nothing but the locator.")]
+    Move {
+        id: String,
+        /// Where the content goes, in words or as a URL; kept in the locator.
+        #[arg(long, value_name = "TEXT")]
+        destination: Option<String>,
+        /// Write the delivered content here: FHIR as pretty JSON, DICOM and PDF as their bytes.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Delete a record: its data key is destroyed, so the content is gone everywhere.
+    Delete { id: String },
+}
+
+#[derive(Debug, Args)]
+struct GrantArgs {
+    #[command(flatten)]
+    conn: Connection,
+    #[command(flatten)]
+    act_as: ActAs,
+    #[command(subcommand)]
+    command: GrantCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum GrantCommand {
+    /// Let an organisation or an account use some of your records.
+    #[command(
+        after_help = "Example: kura grant create --to-org <ID> --record <ID> --scope image --actions view --days 30"
+    )]
+    Create(Box<GrantCreateArgs>),
+    /// Grants you gave or hold.
+    List,
+    /// Revoke a grant; it allows nothing from now on and copies made under it are destroyed.
+    Revoke { id: String },
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("grantee").required(true).args(["to_org", "to_account"])))]
+#[command(group(clap::ArgGroup::new("selection").required(true).args(["records", "labels"])))]
+struct GrantCreateArgs {
+    /// The organisation (id or exact name) to grant to.
+    #[arg(long, value_name = "ORG")]
+    to_org: Option<String>,
+    /// The account id to grant to.
+    #[arg(long, value_name = "ACCOUNT_ID")]
+    to_account: Option<String>,
+    /// These records (repeatable).
+    #[arg(long = "record", value_name = "ID")]
+    records: Vec<String>,
+    /// Every record of yours carrying all these labels, now and later (repeatable).
+    #[arg(long = "label", value_name = "LABEL")]
+    labels: Vec<String>,
+    /// Part categories covered, e.g. image,certificate.
+    #[arg(long, required = true, value_delimiter = ',', value_parser = values::category, value_name = "CATEGORIES")]
+    scope: Vec<api::Category>,
+    /// Allowed actions: view, copy, move, delete, statistics.
+    #[arg(long, value_delimiter = ',', value_parser = values::grant_action, default_value = "view", value_name = "ACTIONS")]
+    actions: Vec<api::GrantAction>,
+    /// none, pseudonymized or anonymized.
+    #[arg(long, value_parser = values::anonymization, default_value = "none")]
+    anonymization: api::Anonymization,
+    /// The grant ends after this many days.
+    #[arg(long, conflicts_with = "expires_at", value_name = "N")]
+    days: Option<u32>,
+    /// The grant ends at this time (RFC 3339).
+    #[arg(long, value_parser = values::rfc3339, value_name = "TIME")]
+    expires_at: Option<String>,
+    /// The grant starts at this time (RFC 3339; default now).
+    #[arg(long, value_parser = values::rfc3339, value_name = "TIME")]
+    not_before: Option<String>,
+    /// Why the grant is given.
+    #[arg(long, default_value = "", value_name = "TEXT")]
+    purpose: String,
+}
+
+#[derive(Debug, Args)]
+struct DelegationArgs {
+    #[command(flatten)]
+    conn: Connection,
+    #[command(subcommand)]
+    command: DelegationCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum DelegationCommand {
+    /// Appoint an agent for yourself (patients), or register a guardian for a patient
+    /// (operators, or staff of an institution the patient is linked to).
+    Create {
+        /// The agent's username (a personal account).
+        #[arg(long, value_name = "USERNAME")]
+        agent: String,
+        /// What the agent may do: view, copy, move, delete, statistics, manage_grants.
+        #[arg(long, required = true, value_delimiter = ',', value_parser = values::power, value_name = "POWERS")]
+        powers: Vec<api::Power>,
+        /// The patient's account id (guardians).
+        #[arg(long, value_name = "ACCOUNT_ID")]
+        patient: Option<String>,
+        /// `appointed` or `guardian` [default: guardian with --patient, else appointed].
+        #[arg(long, value_parser = ["appointed", "guardian"])]
+        kind: Option<String>,
+        /// The delegation ends at this time (RFC 3339).
+        #[arg(long, value_parser = values::rfc3339, value_name = "TIME")]
+        expires_at: Option<String>,
+    },
+    /// Delegations where you are the agent or the patient.
+    List,
+    /// End a delegation.
+    Revoke { id: String },
+}
+
+#[derive(Debug, Args)]
+struct AuditArgs {
+    #[command(flatten)]
+    conn: Connection,
+    #[command(flatten)]
+    act_as: ActAs,
+    #[command(subcommand)]
+    command: AuditCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Audit entries: your own (patients, agents) or all (operators).
+    List {
+        /// Only entries after this sequence number.
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        after: i64,
+        /// At most this many entries (the server caps it at 5000).
+        #[arg(long, value_name = "N")]
+        limit: Option<i64>,
+    },
+    /// Check the hash chain of the whole log; exit code 1 when it is broken.
+    Verify,
+}
+
+#[derive(Debug, Args)]
+struct TotpArgs {
+    #[command(flatten)]
+    conn: Connection,
+    #[command(subcommand)]
+    command: TotpCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum TotpCommand {
+    /// Get a fresh secret to load into an authenticator app (nothing changes yet).
+    Enroll,
+    /// Turn two-factor authentication on with a current code for the secret.
+    Confirm {
+        #[arg(long)]
+        secret: String,
+        #[arg(long)]
+        code: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version go to stdout and succeed; usage errors fail with 1 like the rest.
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::FAILURE } else { ExitCode::SUCCESS };
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve(args) => local::serve(args).await,
+        Command::Demo(args) => demo::run(args).await,
+        Command::Operator(OperatorCommand::Bootstrap(args)) => local::bootstrap(args).await,
+        Command::Login(args) => commands::login(args).await,
+        Command::Logout => commands::logout(),
+        Command::Whoami(args) => commands::whoami(args.conn).await,
+        Command::Register(args) => commands::register(args).await,
+        Command::Org(args) => commands::org(args).await,
+        Command::Account(args) => commands::account(args).await,
+        Command::Client(args) => commands::client(args).await,
+        Command::Link(args) => commands::link(args).await,
+        Command::Records(args) => commands::records(args).await,
+        Command::Grant(args) => commands::grant(args).await,
+        Command::Delegation(args) => commands::delegation(args).await,
+        Command::Audit(args) => commands::audit(args).await,
+        Command::Totp(args) => commands::totp(args).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn lists_parse_with_commas() {
+        let cli = Cli::try_parse_from([
+            "kura",
+            "grant",
+            "create",
+            "--to-org",
+            "o1",
+            "--record",
+            "r1",
+            "--record",
+            "r2",
+            "--scope",
+            "image,certificate",
+            "--actions",
+            "view,copy",
+            "--days",
+            "30",
+        ])
+        .unwrap();
+        let Command::Grant(GrantArgs { command: GrantCommand::Create(args), .. }) = cli.command else {
+            panic!("not grant create");
+        };
+        assert_eq!(args.scope, vec![api::Category::Image, api::Category::Certificate]);
+        assert_eq!(args.actions, vec![api::GrantAction::View, api::GrantAction::Copy]);
+        assert_eq!(args.records, vec!["r1", "r2"]);
+        assert_eq!(args.days, Some(30));
+
+        let refused =
+            Cli::try_parse_from(["kura", "grant", "create", "--to-org", "o", "--record", "r", "--scope", "xray"]);
+        assert!(refused.is_err());
+        let both = Cli::try_parse_from([
+            "kura",
+            "grant",
+            "create",
+            "--to-org",
+            "o",
+            "--to-account",
+            "a",
+            "--record",
+            "r",
+            "--scope",
+            "image",
+        ]);
+        assert!(both.is_err());
+    }
+
+    #[test]
+    fn connection_options_follow_the_subcommand() {
+        let cli =
+            Cli::try_parse_from(["kura", "records", "list", "--server", "http://h:1", "--json", "--act-as", "p1"])
+                .unwrap();
+        let Command::Records(args) = cli.command else { panic!("not records") };
+        assert_eq!(args.conn.server.as_deref(), Some("http://h:1"));
+        assert!(args.conn.json);
+        assert_eq!(args.act_as.act_as.as_deref(), Some("p1"));
+    }
+}

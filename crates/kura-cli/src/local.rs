@@ -1,0 +1,129 @@
+//! The commands that run Kura in this process rather than talk to it: `serve`, `operator
+//! bootstrap`, and the configuration and logging they (and `demo`) share.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, anyhow};
+use kura_server::{App, Clock, Config};
+
+use crate::secrets::{self, Secret};
+use crate::{BootstrapArgs, ServeArgs};
+
+/// The embedded configuration under `data_dir`, with what the command line and the environment
+/// change. The master key comes from `KURA_MASTER_KEY` when it is set.
+pub fn config(
+    data_dir: &Path,
+    listen: Option<SocketAddr>,
+    database_url: Option<String>,
+    public_url: Option<String>,
+) -> Config {
+    let mut config = Config::embedded(data_dir);
+    if let Some(listen) = listen {
+        config.listen = listen;
+        config.public_url = format!("http://{listen}");
+    }
+    if let Some(url) = database_url.filter(|u| !u.trim().is_empty()) {
+        config.database_url = url;
+    }
+    if let Some(url) = public_url.filter(|u| !u.trim().is_empty()) {
+        config.public_url = url.trim_end_matches('/').to_owned();
+    }
+    if let Some(key) = std::env::var("KURA_MASTER_KEY").ok().filter(|k| !k.trim().is_empty()) {
+        config.master_key_hex = Some(key.trim().to_owned());
+    }
+    config
+}
+
+/// The database for people: the SQLite path, or the PostgreSQL host without credentials.
+pub fn describe_database(url: &str) -> String {
+    match url.strip_prefix("sqlite:") {
+        Some(path) => format!("SQLite {}", path.trim_start_matches("//")),
+        None => {
+            let (scheme, rest) = url.split_once("://").unwrap_or(("database", url));
+            let host_and_path = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+            format!("{scheme} {}", host_and_path.split('?').next().unwrap_or(""))
+        }
+    }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (else `default`).
+pub fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+pub async fn open(config: Config) -> Result<App> {
+    App::open(config, Clock::System).await.map_err(|e| anyhow!("cannot open the server's store: {e}"))
+}
+
+/// `kura serve`.
+pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
+    init_logging("info");
+    let config = config(&args.data.data_dir, Some(args.listen), args.database_url, args.public_url);
+    let database = describe_database(&config.database_url);
+    let data_dir = config.data_dir.clone();
+    let public_url = config.public_url.clone();
+    let app = open(config).await?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let address = listener.local_addr().unwrap_or(args.listen);
+    println!("Kura is listening on http://{address} (public URL {public_url})");
+    println!("data directory {}, database {database}; stop with Ctrl-C", data_dir.display());
+    tracing::info!(%address, "serving");
+    kura_server::serve_on(app, listener).await.map_err(|e| anyhow!(e))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kura operator bootstrap`: the first operator, created directly in the store.
+pub async fn bootstrap(args: BootstrapArgs) -> Result<ExitCode> {
+    let (password, generated) = if args.password_stdin {
+        (secrets::read_password_stdin()?, false)
+    } else {
+        (secrets::generate_password()?, true)
+    };
+    let app = open(config(&args.data.data_dir, None, args.database_url, None)).await?;
+    let created = app.create_operator(&args.username, password.expose()).await;
+    app.store().close().await;
+    let account_id = created.map_err(|e| anyhow!("cannot create the operator: {e}"))?;
+    print_bootstrapped(&args.username, &account_id, generated.then_some(&password));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_bootstrapped(username: &str, account_id: &str, generated: Option<&Secret>) {
+    println!("operator {username} created (account {account_id})");
+    if let Some(password) = generated {
+        // Shown once, deliberately: nobody else knows it.
+        println!("password: {}", password.expose());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn databases_are_described_without_credentials() {
+        assert_eq!(describe_database("sqlite:/tmp/d/kura.db"), "SQLite /tmp/d/kura.db");
+        assert_eq!(describe_database("postgres://kura:secret@db.local:5432/kura"), "postgres db.local:5432/kura");
+        assert_eq!(describe_database("postgres://db.local/kura?sslmode=disable"), "postgres db.local/kura");
+    }
+
+    #[test]
+    fn the_listen_address_sets_the_public_url_unless_given() {
+        let dir = Path::new("/tmp/kura-config-test");
+        let config = config(dir, Some("127.0.0.1:9999".parse().unwrap()), None, None);
+        assert_eq!(config.public_url, "http://127.0.0.1:9999");
+        assert_eq!(config.database_url, "sqlite:/tmp/kura-config-test/kura.db");
+        let config = super::config(dir, None, Some("postgres://h/db".into()), Some("https://kura.example/".into()));
+        assert_eq!(config.public_url, "https://kura.example");
+        assert_eq!(config.database_url, "postgres://h/db");
+    }
+}

@@ -1,11 +1,14 @@
 //! Everything that knows the bytes of FHIR R4 JSON, DICOM Part 10 and PDF: validating uploads,
 //! cutting them into parts with categories, extracting labels (DESIGN.md section 2), selecting
-//! parts, and the de-identification transforms that grants and transfers oblige.
+//! parts for a grant's scope, and the transforms that grants and transfers oblige
+//! (de-identification of the patient, pseudonyms for the institution's staff).
 //!
-//! This crate does no IO and never logs. Its errors name positions and fields, never the content
-//! they were found in.
+//! This crate must never do IO and never log. Record content is health data: errors name
+//! positions, field names and limits but never quote content, and no type here prints content in
+//! its `Debug` output. No input, however malformed, may make it panic or exhaust memory.
 
 mod dicom;
+mod error;
 mod fhir;
 mod labels;
 mod pdf;
@@ -16,18 +19,18 @@ use kura_core::policy::Anonymization;
 use kura_core::record::{CategorySet, PartCategory, RecordFormat};
 use kura_core::time::Timestamp;
 
+pub use error::FormatError;
 pub use fhir::category_of_resource_type;
+pub use pseudonym::MIN_KEY_BYTES;
 
-/// Why content was refused. Messages never quote content.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FormatError {
-    #[error("malformed content: {0}")]
-    Malformed(String),
-    #[error("unsupported: {0}")]
-    Unsupported(String),
-}
-
-/// The format an upload's `Content-Type` names (parameters and case are ignored).
+/// The format an upload's `Content-Type` names. Parameters (`; charset=utf-8`) and case are
+/// ignored.
+///
+/// | media type | format |
+/// | --- | --- |
+/// | `application/fhir+json`, `application/json` | FHIR |
+/// | `application/dicom` | DICOM |
+/// | `application/pdf` | PDF |
 pub fn format_for_content_type(content_type: &str) -> Option<RecordFormat> {
     let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     match essence.as_str() {
@@ -39,24 +42,31 @@ pub fn format_for_content_type(content_type: &str) -> Option<RecordFormat> {
 }
 
 /// What ingest knows besides the bytes.
+#[derive(Debug, Clone, Copy)]
 pub struct IngestContext<'a> {
-    /// The uploading institution's id, for the `institution:` label.
+    /// The uploading institution's id; it becomes the label `institution:<id>`.
     pub institution: &'a str,
-    /// Used for age bands when the content carries no date of its own.
+    /// The date age bands are computed at when the content carries no date of its own.
     pub now: Timestamp,
-    /// For PDF: `Certificate` or `Document` (the default).
+    /// The category of a PDF: `Certificate` or `Document` (the default when `None`);
+    /// `PatientEntered` is accepted too. Ignored for FHIR and DICOM, whose content says what
+    /// it is.
     pub document_category: Option<PartCategory>,
 }
 
+/// One part of a record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartInfo {
+    /// The part's position in the record: the n-th resource of a Bundle (entries without a
+    /// resource are not counted), 0 for single-part records.
     pub index: u32,
     pub category: PartCategory,
+    /// The FHIR resource type, or `DICOM` / `PDF` for those formats.
     pub resource_type: String,
 }
 
 /// An upload, validated: its parts and labels.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Parsed {
     pub format: RecordFormat,
     pub parts: Vec<PartInfo>,
@@ -64,11 +74,35 @@ pub struct Parsed {
     pub labels: Vec<Label>,
 }
 
-/// Validates and parses an upload.
+/// Labels are health data (`icd10:E11`, `sex:female`), so `Debug` counts them instead of
+/// printing them.
+impl std::fmt::Debug for Parsed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parsed")
+            .field("format", &self.format)
+            .field("parts", &self.parts)
+            .field("labels", &format_args!("<{} labels>", self.labels.len()))
+            .finish()
+    }
+}
+
+/// Validates and parses an upload into parts and labels.
+///
+/// - FHIR: a single resource (one part) or a Bundle (one part per entry that has a resource; a
+///   Bundle without any is an error). Categories follow [`category_of_resource_type`].
+/// - DICOM: one part, category `Image`, resource type `DICOM`.
+/// - PDF: one part, category `ctx.document_category` (default `Document`), resource type `PDF`.
+///
+/// Labels: `format:`, `institution:`, `category:` of every part, `type:` of every resource type
+/// (DICOM gives `type:ImagingStudy`, PDF `type:DocumentReference`), the codings the content
+/// carries (`snomed:`, `loinc:`, `rxnorm:`, `icd10:` at every level, `cvx:`, `atc:`), the
+/// patient's `sex:` and `ageband:`, and for DICOM `modality:`, `bodypart:` and `sopclass:`.
 pub fn parse_upload(format: RecordFormat, bytes: &[u8], ctx: &IngestContext) -> Result<Parsed, FormatError> {
     let mut labels = labels::LabelSet::default();
+    if !labels.add("institution", ctx.institution) {
+        return Err(FormatError::InvalidInstitution);
+    }
     labels.add("format", format.as_str());
-    labels.add("institution", ctx.institution);
     let parts = match format {
         RecordFormat::Fhir => fhir::parse(bytes, ctx, &mut labels)?,
         RecordFormat::Dicom => dicom::parse(bytes, ctx, &mut labels)?,
@@ -76,13 +110,18 @@ pub fn parse_upload(format: RecordFormat, bytes: &[u8], ctx: &IngestContext) -> 
     };
     for part in &parts {
         labels.add("category", part.category.as_str());
-        labels.add("type", &part.resource_type);
     }
     Ok(Parsed { format, parts, labels: labels.into_sorted() })
 }
 
-/// The content restricted to the parts whose category is in `keep`, in the same format; `None`
-/// when no part is kept.
+/// The content restricted to the parts whose category is in `keep`, in the same format, or
+/// `None` when no part is kept.
+///
+/// A FHIR Bundle becomes a new Bundle with the same `resourceType`, `id`, `type`, `meta`,
+/// `identifier` and `timestamp` and only the kept entries, in their order (its `total`, `link`
+/// and `signature` described the original and are dropped). A single-part record is returned
+/// unchanged if its category is kept. `document_category` is the PDF's category as given at
+/// ingest.
 pub fn select_parts(
     format: RecordFormat,
     bytes: &[u8],
@@ -97,19 +136,52 @@ pub fn select_parts(
     }
 }
 
-/// Content after an anonymization obligation, or the reason it cannot be given out.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Content after an anonymization obligation, or why it cannot be given out.
+#[derive(Clone, PartialEq, Eq)]
 pub enum Deidentified {
     Content(Vec<u8>),
     Withheld { reason: &'static str },
 }
 
-/// Applies an anonymization level. `context_key` keys every pseudonym and date shift, so the same
-/// input under the same key gives the same output, and different keys give unlinkable ones.
+/// The content stays out of `Debug`, even de-identified.
+impl std::fmt::Debug for Deidentified {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Deidentified::Content(bytes) => write!(f, "Content(<{} bytes>)", bytes.len()),
+            Deidentified::Withheld { reason } => f.debug_struct("Withheld").field("reason", reason).finish(),
+        }
+    }
+}
+
+/// Why PDFs are withheld from anonymized releases.
+pub const DOCUMENTS_WITHHELD: &str =
+    "documents cannot be proven free of identifiers; they are delivered only without anonymization";
+
+/// Applies an anonymization obligation.
 ///
-/// This is the minimal unit of the foundation: direct identifiers of the patient removed or
-/// pseudonymized and the birth date reduced to the year. Documents are withheld below `None`
-/// because their content cannot be checked.
+/// `context_key` (at least [`MIN_KEY_BYTES`] bytes) keys every pseudonym: the same input under
+/// the same key gives the same output, and pseudonyms under different keys cannot be linked.
+///
+/// This is the minimal unit; a full allow-list comes later. At `Pseudonymized` and `Anonymized`:
+///
+/// - FHIR: Patient resources lose `name`, `telecom`, `photo`, `contact`, `link` and their
+///   addresses (only `state` and `country` stay at `Pseudonymized`); identifier values become
+///   pseudonyms (`Pseudonymized`) or go (`Anonymized`); `birthDate` and `deceasedDateTime` keep
+///   the year only. The Patient's id and every reference to it (`Patient/<id>`,
+///   `urn:uuid:<id>`, its entry's `fullUrl`) are replaced consistently by a pseudonym. Every
+///   resource loses its narrative `text`, every attachment its `data`, `url`, `title` and
+///   `hash`, and every extension about the mother's maiden name or the birth place goes. At
+///   `Anonymized`, also every `note`, every race and ethnicity extension, every Reference
+///   `display`, and the Patient's `generalPractitioner` and `managingOrganization`.
+/// - DICOM: the patient's name, ids, address, telephone numbers, birth and mother's birth
+///   names are removed or replaced (PatientID and PatientName become pseudonyms at
+///   `Pseudonymized`, empty at `Anonymized`), in nested sequences too; the birth date becomes
+///   `YYYY0101` (`Pseudonymized`) or goes (`Anonymized`); AccessionNumber and StudyID, often
+///   derived from the record number, are treated like PatientID; private attributes go;
+///   PatientIdentityRemoved is `YES`. The result is a valid Part 10 file.
+/// - PDF: withheld, see [`DOCUMENTS_WITHHELD`].
+///
+/// At `None` the content is returned unchanged (and the key is not used).
 pub fn deidentify(
     format: RecordFormat,
     bytes: &[u8],
@@ -119,31 +191,39 @@ pub fn deidentify(
     if level == Anonymization::None {
         return Ok(Deidentified::Content(bytes.to_vec()));
     }
-    let keyed = pseudonym::Pseudonymizer::new(context_key);
+    let keyed = pseudonym::Pseudonymizer::new(context_key)?;
     match format {
-        RecordFormat::Fhir => fhir::deidentify(bytes, level, &keyed).map(Deidentified::Content),
-        RecordFormat::Dicom => dicom::deidentify(bytes, level, &keyed).map(Deidentified::Content),
-        RecordFormat::Pdf => Ok(Deidentified::Withheld {
-            reason: "documents cannot be proven free of identifiers; they are delivered only without anonymization",
-        }),
+        RecordFormat::Fhir => fhir::deid::deidentify(bytes, level, &keyed).map(Deidentified::Content),
+        RecordFormat::Dicom => dicom::deid::deidentify(bytes, level, &keyed).map(Deidentified::Content),
+        RecordFormat::Pdf => Ok(Deidentified::Withheld { reason: DOCUMENTS_WITHHELD }),
     }
 }
 
-/// Replaces the names of the institution and its staff with stable pseudonyms (transfer
-/// agreement `anonymize_staff`).
+/// Replaces the names of the institution and its staff with stable pseudonyms, for a transfer
+/// agreement with `anonymize_staff`. `key` (at least [`MIN_KEY_BYTES`] bytes) keys them: the
+/// same name gives the same pseudonym (`Practitioner-3KX9QF2A`, `Organization-7HQ2M1ZP`).
+///
+/// - FHIR: Practitioner, PractitionerRole, Organization and Location resources get a
+///   pseudonym for their `name` and lose `telecom`, `address`, `alias`, `photo`, `contact` and
+///   narrative; every Reference to one of them (by `reference` or `type`, including
+///   conditional references like `Practitioner?identifier=...`) gets a pseudonym `display`;
+///   and `institution_name` (case-insensitive, when at least 3 characters) is replaced inside
+///   every string.
+/// - DICOM: ReferringPhysicianName, PerformingPhysicianName, OperatorsName,
+///   NameOfPhysiciansReadingStudy, PhysiciansOfRecord, InstitutionName, InstitutionAddress,
+///   InstitutionalDepartmentName and StationName become pseudonyms, in nested sequences too.
+/// - PDF: refused with [`FormatError::Unsupported`]; staff names cannot be found in documents.
 pub fn anonymize_staff(
     format: RecordFormat,
     bytes: &[u8],
     institution_name: &str,
     key: &[u8],
 ) -> Result<Vec<u8>, FormatError> {
-    let keyed = pseudonym::Pseudonymizer::new(key);
+    let keyed = pseudonym::Pseudonymizer::new(key)?;
     match format {
-        RecordFormat::Fhir => fhir::anonymize_staff(bytes, institution_name, &keyed),
-        RecordFormat::Dicom => dicom::anonymize_staff(bytes, &keyed),
-        RecordFormat::Pdf => Err(FormatError::Unsupported(
-            "staff names cannot be found in PDF documents; transfer documents without anonymize_staff".into(),
-        )),
+        RecordFormat::Fhir => fhir::staff::anonymize_staff(bytes, institution_name, &keyed),
+        RecordFormat::Dicom => dicom::staff::anonymize_staff(bytes, &keyed),
+        RecordFormat::Pdf => Err(FormatError::Unsupported("staff names cannot be found in PDF documents".into())),
     }
 }
 
@@ -152,15 +232,51 @@ mod tests {
     use super::*;
 
     #[test]
-    fn content_types() {
+    fn content_types_map_to_formats() {
         let check =
             |ct: &str, expected: Option<RecordFormat>| assert_eq!(format_for_content_type(ct), expected, "{ct}");
         check("application/fhir+json", Some(RecordFormat::Fhir));
         check("Application/FHIR+JSON; charset=utf-8", Some(RecordFormat::Fhir));
-        check("application/json", Some(RecordFormat::Fhir));
-        check("application/dicom", Some(RecordFormat::Dicom));
+        check("application/json;charset=UTF-8", Some(RecordFormat::Fhir));
+        check(" application/dicom ", Some(RecordFormat::Dicom));
         check("application/pdf", Some(RecordFormat::Pdf));
+        check("APPLICATION/PDF; name=x.pdf", Some(RecordFormat::Pdf));
+        check("application/xml", None);
         check("text/plain", None);
+        check("application/pdfx", None);
         check("", None);
+    }
+
+    #[test]
+    fn debug_output_holds_no_content() {
+        let check = |debug: String, must_not_contain: &str| {
+            assert!(!debug.contains(must_not_contain), "{debug}");
+        };
+        let parsed = Parsed {
+            format: RecordFormat::Fhir,
+            parts: vec![PartInfo { index: 0, category: PartCategory::Condition, resource_type: "Condition".into() }],
+            labels: vec![Label::parse("icd10:E11").unwrap()],
+        };
+        check(format!("{parsed:?}"), "E11");
+        check(format!("{:?}", Deidentified::Content(b"Freda O'Connell".to_vec())), "Freda");
+        assert_eq!(format!("{:?}", Deidentified::Content(vec![1, 2, 3])), "Content(<3 bytes>)");
+    }
+
+    #[test]
+    fn short_keys_are_refused_before_the_content_is_read() {
+        let check = |result: Result<(), FormatError>| assert_eq!(result, Err(FormatError::KeyTooShort));
+        check(deidentify(RecordFormat::Pdf, b"", Anonymization::Anonymized, b"short").map(drop));
+        check(deidentify(RecordFormat::Fhir, b"{}", Anonymization::Pseudonymized, b"short").map(drop));
+        check(anonymize_staff(RecordFormat::Fhir, b"{}", "Aoba", b"").map(drop));
+        // Without anonymization there is nothing to key.
+        let unchanged = deidentify(RecordFormat::Fhir, b"{}", Anonymization::None, b"");
+        assert_eq!(unchanged, Ok(Deidentified::Content(b"{}".to_vec())));
+    }
+
+    #[test]
+    fn an_institution_id_that_is_no_label_is_refused() {
+        let ctx = IngestContext { institution: "has space", now: Timestamp::from_millis(0), document_category: None };
+        let pdf = b"%PDF-1.4\n%%EOF\n";
+        assert_eq!(parse_upload(RecordFormat::Pdf, pdf, &ctx).map(drop), Err(FormatError::InvalidInstitution));
     }
 }

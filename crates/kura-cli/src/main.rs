@@ -10,6 +10,7 @@
 
 mod client;
 mod commands;
+mod deid;
 mod demo;
 mod local;
 mod output;
@@ -71,6 +72,8 @@ enum Command {
     Audit(AuditArgs),
     /// Two-factor authentication with a one-time code app.
     Totp(TotpArgs),
+    /// De-identify a FHIR or DICOM file offline, or check one for residual identifiers.
+    Deid(deid::DeidArgs),
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -564,6 +567,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Delegation(args) => commands::delegation(args).await,
         Command::Audit(args) => commands::audit(args).await,
         Command::Totp(args) => commands::totp(args).await,
+        Command::Deid(args) => deid::run(args),
     }
 }
 

@@ -7,18 +7,21 @@
 //! positions, field names and limits but never quote content, and no type here prints content in
 //! its `Debug` output. No input, however malformed, may make it panic or exhaust memory.
 
+mod dates;
 mod dicom;
 mod error;
 mod fhir;
 mod labels;
 mod pdf;
 mod pseudonym;
+mod scrub;
 
 use kura_core::labels::Label;
 use kura_core::policy::Anonymization;
 use kura_core::record::{CategorySet, PartCategory, RecordFormat};
 use kura_core::time::Timestamp;
 
+pub use dicom::profile as dicom_profile;
 pub use error::FormatError;
 pub use fhir::category_of_resource_type;
 pub use pseudonym::MIN_KEY_BYTES;
@@ -157,28 +160,25 @@ impl std::fmt::Debug for Deidentified {
 pub const DOCUMENTS_WITHHELD: &str =
     "documents cannot be proven free of identifiers; they are delivered only without anonymization";
 
-/// Applies an anonymization obligation.
+/// Applies an anonymization obligation: the anonymization unit.
 ///
-/// `context_key` (at least [`MIN_KEY_BYTES`] bytes) keys every pseudonym: the same input under
-/// the same key gives the same output, and pseudonyms under different keys cannot be linked.
+/// `context_key` (at least [`MIN_KEY_BYTES`] bytes) keys every pseudonym and date shift: the same
+/// input under the same key gives the same output, and pseudonyms under different keys (a
+/// grant's, a study's) cannot be linked.
 ///
-/// This is the minimal unit; a full allow-list comes later. At `Pseudonymized` and `Anonymized`:
-///
-/// - FHIR: Patient resources lose `name`, `telecom`, `photo`, `contact`, `link` and their
-///   addresses (only `state` and `country` stay at `Pseudonymized`); identifier values become
-///   pseudonyms (`Pseudonymized`) or go (`Anonymized`); `birthDate` and `deceasedDateTime` keep
-///   the year only. The Patient's id and every reference to it (`Patient/<id>`,
-///   `urn:uuid:<id>`, its entry's `fullUrl`) are replaced consistently by a pseudonym. Every
-///   resource loses its narrative `text`, every attachment its `data`, `url`, `title` and
-///   `hash`, and every extension about the mother's maiden name or the birth place goes. At
-///   `Anonymized`, also every `note`, every race and ethnicity extension, every Reference
-///   `display`, and the Patient's `generalPractitioner` and `managingOrganization`.
-/// - DICOM: the patient's name, ids, address, telephone numbers, birth and mother's birth
-///   names are removed or replaced (PatientID and PatientName become pseudonyms at
-///   `Pseudonymized`, empty at `Anonymized`), in nested sequences too; the birth date becomes
-///   `YYYY0101` (`Pseudonymized`) or goes (`Anonymized`); AccessionNumber and StudyID, often
-///   derived from the record number, are treated like PatientID; private attributes go;
-///   PatientIdentityRemoved is `YES`. The result is a valid Part 10 file.
+/// - FHIR `Pseudonymized`: the patient's direct identifiers become keyed pseudonyms (names,
+///   identifiers anywhere, ids and every reference), telecom, photo, contacts and address lines
+///   go, the birth date keeps its year, narrative and attachments' documents go, and free text is
+///   scrubbed of the patient's names and identifiers and of anything shaped like an e-mail
+///   address, URL, IP address or phone / record number.
+/// - FHIR `Anonymized`: an allow-list per resource type (see the `fhir::deid` module); everything
+///   else goes, including narrative, notes, free text and unknown extensions; dates move by a
+///   per-patient, per-context number of days; birth dates keep the year (none over 89); postal
+///   codes keep three digits; staff and organisation names become pseudonyms.
+/// - DICOM: the PS3.15 Basic Application Level Confidentiality Profile (`Anonymized`), or the
+///   profile with the full-dates and patient-characteristics options and keyed patient
+///   pseudonyms (`Pseudonymized`); UIDs are remapped per context; an image with burned-in
+///   annotation is withheld when anonymized.
 /// - PDF: withheld, see [`DOCUMENTS_WITHHELD`].
 ///
 /// At `None` the content is returned unchanged (and the key is not used).
@@ -194,9 +194,27 @@ pub fn deidentify(
     let keyed = pseudonym::Pseudonymizer::new(context_key)?;
     match format {
         RecordFormat::Fhir => fhir::deid::deidentify(bytes, level, &keyed).map(Deidentified::Content),
-        RecordFormat::Dicom => dicom::deid::deidentify(bytes, level, &keyed).map(Deidentified::Content),
+        RecordFormat::Dicom => dicom::deid::deidentify(bytes, level, &keyed),
         RecordFormat::Pdf => Ok(Deidentified::Withheld { reason: DOCUMENTS_WITHHELD }),
     }
+}
+
+/// Where identifiers remain in FHIR or DICOM content, as `(path or attribute, what)` pairs that
+/// never quote the values: what `kura deid check` reports.
+pub fn residual_identifiers(format: RecordFormat, bytes: &[u8]) -> Result<Vec<(String, &'static str)>, FormatError> {
+    match format {
+        RecordFormat::Fhir => fhir::deid::residual_identifiers(bytes),
+        RecordFormat::Dicom => dicom::deid::residual_identifiers(bytes),
+        RecordFormat::Pdf => Ok(vec![("document".to_owned(), "a document cannot be checked; it is withheld")]),
+    }
+}
+
+/// Rare quasi-identifiers in a released set of FHIR content (one element per patient, already
+/// de-identified): a coding held by fewer than `k` patients is generalised (ICD-10 to its
+/// three-character category, when that is held by `k` or more) or removed. Returns how many
+/// codings were removed.
+pub fn suppress_rare_codes(released: &mut [Vec<u8>], k: usize) -> Result<usize, FormatError> {
+    fhir::deid::suppress_rare_codes(released, k)
 }
 
 /// Replaces the names of the institution and its staff with stable pseudonyms, for a transfer

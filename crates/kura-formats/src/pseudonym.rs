@@ -47,6 +47,14 @@ impl Pseudonymizer {
         format!("{prefix}-{code}")
     }
 
+    /// How many days a patient's dates move in this context: 1 to 365 either way, never zero, so
+    /// that intervals survive and the dates themselves do not.
+    pub fn shift_days(&self, patient: &str) -> i64 {
+        let mac = self.mac("date-shift", patient);
+        let days = 1 + i64::from(u16::from_be_bytes([mac[0], mac[1]]) % 365);
+        if mac[2] & 1 == 0 { days } else { -days }
+    }
+
     /// 32 lower-case hex digits (128 bits): a valid FHIR id and UUID-free identifier value.
     pub fn token(&self, kind: &str, value: &str) -> String {
         self.mac(kind, value).iter().take(16).map(|b| format!("{b:02x}")).collect()

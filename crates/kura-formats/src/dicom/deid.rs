@@ -1,156 +1,211 @@
-//! De-identification of DICOM files (the minimal unit; a full allow-list, the PS3.15 basic
-//! profile, comes later).
+//! De-identification of DICOM files by the PS3.15 Basic Application Level Confidentiality
+//! Profile (`profile.rs` holds its table).
+//!
+//! `anonymized` applies the Basic Profile as tabled: every listed attribute is removed (X),
+//! emptied (Z), given a dummy value (D) or a remapped UID (U), in nested sequences too; private
+//! attributes go; an image marked as having burned-in annotation is withheld, since its pixels
+//! can show the patient's name.
+//!
+//! `pseudonymized` applies the same profile with the Retain Longitudinal Temporal Information
+//! with Full Dates Option and the Retain Patient Characteristics Option, and gives the patient a
+//! keyed pseudonym instead of an empty name and id: Patient's Name and ID, Accession Number and
+//! Study ID become pseudonyms (the ID the same token as a FHIR identifier with that value, so a
+//! grantee can link a patient's images and FHIR records within one grant), and the birth date
+//! keeps its year.
+//!
+//! UIDs are remapped as `2.25.<128 bits of a keyed MAC>`, the same within a context and
+//! unlinkable across contexts; the file meta's Media Storage SOP Instance UID follows.
 
 use dicom_core::header::Header;
-use dicom_core::{Tag, VR};
+use dicom_core::value::DataSetSequence;
+use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 use kura_core::policy::Anonymization;
 
+use super::profile::{Action, BASIC_PROFILE};
 use super::{for_each_data_set_mut, put_text, read, text, write};
-use crate::FormatError;
 use crate::labels::Date;
 use crate::pseudonym::Pseudonymizer;
+use crate::{Deidentified, FormatError};
 
-/// Patient attributes removed at every level.
-const REMOVED_PATIENT_ATTRIBUTES: [Tag; 7] = [
-    // Other Patient IDs (0010,1000): retired from the standard, still found in old files.
-    Tag(0x0010, 0x1000),
-    tags::OTHER_PATIENT_I_DS_SEQUENCE,
-    tags::PATIENT_ADDRESS,
-    tags::PATIENT_TELEPHONE_NUMBERS,
-    tags::PATIENT_BIRTH_NAME,
-    tags::PATIENT_MOTHER_BIRTH_NAME,
-    tags::PATIENT_BIRTH_TIME,
+/// Why an image with burned-in annotation is not given out anonymized.
+pub const BURNED_IN_WITHHELD: &str =
+    "the image is marked as having burned-in annotation (0028,0301 = YES); its pixels may show identifiers";
+
+/// Attributes the Retain Patient Characteristics Option keeps.
+const PATIENT_CHARACTERISTICS: [Tag; 6] = [
+    tags::PATIENT_SEX,
+    tags::PATIENT_AGE,
+    tags::PATIENT_SIZE,
+    tags::PATIENT_WEIGHT,
+    tags::SMOKING_STATUS,
+    tags::PREGNANCY_STATUS,
 ];
 
-/// Study identifiers, which sites often derive from the patient's record number. Both are Short
-/// Strings of at most 16 characters.
+/// Study identifiers, which sites often derive from the patient's record number (Short Strings).
 const STUDY_IDENTIFIERS: [Tag; 2] = [tags::ACCESSION_NUMBER, tags::STUDY_ID];
 const SH_MAX_CHARS: usize = 16;
 
-pub fn deidentify(bytes: &[u8], level: Anonymization, keyed: &Pseudonymizer) -> Result<Vec<u8>, FormatError> {
+/// The action for `tag` at `level`: the Basic Profile's, with the retain options applied when
+/// pseudonymizing. `None` for a tag the profile keeps.
+pub fn action_for(tag: Tag, vr: VR, level: Anonymization) -> Option<Action> {
+    let (_, _, action, _) = BASIC_PROFILE.iter().find(|(g, e, _, _)| Tag(*g, *e) == tag)?;
+    if level == Anonymization::Anonymized {
+        return Some(*action);
+    }
+    let is_date_or_time = matches!(vr, VR::DA | VR::TM | VR::DT) && tag != tags::PATIENT_BIRTH_TIME;
+    if is_date_or_time || PATIENT_CHARACTERISTICS.contains(&tag) {
+        return Some(Action::K);
+    }
+    Some(*action)
+}
+
+/// `2.25.` and a keyed 128-bit number: a valid UID, the same for the same UID in one context.
+fn remap_uid(uid: &str, keyed: &Pseudonymizer) -> String {
+    let token = keyed.token("uid", uid.trim_end_matches('\0').trim());
+    let number = u128::from_str_radix(&token, 16).unwrap_or_default();
+    format!("2.25.{number}")
+}
+
+fn dummy(vr: VR) -> Option<&'static str> {
+    Some(match vr {
+        VR::PN => "ANONYMOUS",
+        VR::LO | VR::LT | VR::ST | VR::UT | VR::UC | VR::SH | VR::CS | VR::AE => "ANONYMIZED",
+        VR::DA => "19000101",
+        VR::TM => "000000",
+        VR::DT => "19000101000000",
+        VR::AS => "000Y",
+        VR::DS | VR::IS => "0",
+        _ => return None,
+    })
+}
+
+fn empty_value(data_set: &mut InMemDicomObject, tag: Tag, vr: VR) {
+    if vr == VR::SQ {
+        data_set.put(DataElement::new(tag, VR::SQ, DataSetSequence::<InMemDicomObject>::empty()));
+    } else {
+        data_set.put(DataElement::new(tag, vr, PrimitiveValue::Empty));
+    }
+}
+
+fn apply_profile(data_set: &mut InMemDicomObject, level: Anonymization, keyed: &Pseudonymizer) {
+    // Private attributes hold whatever a vendor chose, patient names included.
+    data_set.retain(|element| element.tag().group() % 2 == 0);
+    let present: Vec<(Tag, VR)> = data_set.iter().map(|e| (e.tag(), e.vr())).collect();
+    let patient_id = text(data_set, tags::PATIENT_ID);
+    let pseudonymized = level != Anonymization::Anonymized;
+    for (tag, vr) in present {
+        if pseudonymized {
+            if tag == tags::PATIENT_NAME {
+                let basis = patient_id.clone().or_else(|| text(data_set, tag)).unwrap_or_default();
+                put_text(data_set, tag, VR::PN, &keyed.name("Patient", &basis));
+                continue;
+            }
+            if tag == tags::PATIENT_ID {
+                let value = patient_id.as_deref().map(|id| keyed.token("identifier", id)).unwrap_or_default();
+                put_text(data_set, tag, VR::LO, &value);
+                continue;
+            }
+            if STUDY_IDENTIFIERS.contains(&tag) {
+                let value: String = text(data_set, tag)
+                    .map(|v| keyed.token("study-identifier", &v).chars().take(SH_MAX_CHARS).collect())
+                    .unwrap_or_default();
+                put_text(data_set, tag, VR::SH, &value);
+                continue;
+            }
+            if tag == tags::PATIENT_BIRTH_DATE {
+                match text(data_set, tag).and_then(|d| Date::parse(&d)) {
+                    Some(date) => put_text(data_set, tag, VR::DA, &format!("{:04}0101", date.year)),
+                    None => empty_value(data_set, tag, vr),
+                }
+                continue;
+            }
+        }
+        match action_for(tag, vr, level) {
+            None | Some(Action::K) => {}
+            Some(Action::X) => {
+                data_set.remove_element(tag);
+            }
+            Some(Action::Z) => empty_value(data_set, tag, vr),
+            Some(Action::D) => match dummy(vr) {
+                Some(value) => put_text(data_set, tag, vr, value),
+                None => empty_value(data_set, tag, vr),
+            },
+            Some(Action::U) => {
+                let remapped: Vec<String> = text(data_set, tag)
+                    .unwrap_or_default()
+                    .split('\\')
+                    .filter(|u| !u.is_empty())
+                    .map(|u| remap_uid(u, keyed))
+                    .collect();
+                put_text(data_set, tag, VR::UI, &remapped.join("\\"));
+            }
+        }
+    }
+}
+
+/// The de-identification method codes (DCM, PS3.16 CID 7050).
+fn method_codes(level: Anonymization) -> InMemDicomObject {
+    let code = |value: &str, meaning: &str| {
+        InMemDicomObject::from_element_iter([
+            DataElement::new(tags::CODE_VALUE, VR::SH, PrimitiveValue::from(value)),
+            DataElement::new(tags::CODING_SCHEME_DESIGNATOR, VR::SH, PrimitiveValue::from("DCM")),
+            DataElement::new(tags::CODE_MEANING, VR::LO, PrimitiveValue::from(meaning)),
+        ])
+    };
+    let mut items = vec![code("113100", "Basic Application Confidentiality Profile")];
+    if level != Anonymization::Anonymized {
+        items.push(code("113106", "Retain Longitudinal Temporal Information Full Dates Option"));
+        items.push(code("113108", "Retain Patient Characteristics Option"));
+    }
+    let mut holder = InMemDicomObject::new_empty();
+    holder.put(DataElement::new(tags::DEIDENTIFICATION_METHOD_CODE_SEQUENCE, VR::SQ, DataSetSequence::from(items)));
+    holder
+}
+
+pub fn deidentify(bytes: &[u8], level: Anonymization, keyed: &Pseudonymizer) -> Result<Deidentified, FormatError> {
     let mut obj = read(bytes)?;
-    for_each_data_set_mut(&mut obj, &mut |data_set| deidentify_data_set(data_set, level, keyed));
+    if level == Anonymization::Anonymized && text(&obj, tags::BURNED_IN_ANNOTATION).as_deref() == Some("YES") {
+        return Ok(Deidentified::Withheld { reason: BURNED_IN_WITHHELD });
+    }
+    for_each_data_set_mut(&mut obj, &mut |data_set| apply_profile(data_set, level, keyed));
+    if let Some(sop_instance) = text(&obj, tags::SOP_INSTANCE_UID) {
+        obj.update_meta(|meta| meta.media_storage_sop_instance_uid = sop_instance);
+    }
     put_text(&mut obj, tags::PATIENT_IDENTITY_REMOVED, VR::CS, "YES");
     let method = match level {
-        Anonymization::Anonymized => "Kura minimal de-identification: anonymized",
-        _ => "Kura minimal de-identification: pseudonymized",
+        Anonymization::Anonymized => "DICOM PS3.15 Basic Application Level Confidentiality Profile (Kura)",
+        _ => "DICOM PS3.15 Basic Profile, full dates and patient characteristics retained, keyed pseudonyms (Kura)",
     };
     put_text(&mut obj, tags::DEIDENTIFICATION_METHOD, VR::LO, method);
-    write(&obj)
+    let codes = method_codes(level);
+    if let Some(sequence) = codes.get(tags::DEIDENTIFICATION_METHOD_CODE_SEQUENCE) {
+        obj.put(sequence.clone());
+    }
+    write(&obj).map(Deidentified::Content)
 }
 
-/// Applied to the data set and to every sequence item, where patient attributes also appear
-/// (in referenced-patient and request sequences, say).
-fn deidentify_data_set(data_set: &mut InMemDicomObject, level: Anonymization, keyed: &Pseudonymizer) {
-    for tag in REMOVED_PATIENT_ATTRIBUTES {
-        data_set.remove_element(tag);
-    }
-    // Private attributes (odd groups) hold whatever a vendor chose, patient names included;
-    // like a PDF, they cannot be proven free of identifiers (PS3.15 removes them too).
-    data_set.retain(|element| element.tag().group() % 2 == 0);
-    for tag in STUDY_IDENTIFIERS {
-        if let Some(value) = text(data_set, tag) {
-            let replacement: String = match level {
-                Anonymization::Anonymized => String::new(),
-                _ => keyed.token("study-identifier", &value).chars().take(SH_MAX_CHARS).collect(),
-            };
-            put_text(data_set, tag, VR::SH, &replacement);
+/// Where a DICOM file still carries identifiers by the Basic Profile: `(attribute, what)`.
+pub fn residual_identifiers(bytes: &[u8]) -> Result<Vec<(String, &'static str)>, FormatError> {
+    let obj = read(bytes)?;
+    let mut findings = Vec::new();
+    for element in obj.iter() {
+        let tag = element.tag();
+        let label = format!("({:04X},{:04X})", tag.group(), tag.element());
+        if tag.group() % 2 == 1 {
+            findings.push((label, "private attribute"));
+            continue;
+        }
+        let empty = text(&obj, tag).is_none() && element.items().is_none_or(|items| items.is_empty());
+        match action_for(tag, element.vr(), Anonymization::Anonymized) {
+            Some(Action::X) => findings.push((label, "attribute the profile removes")),
+            Some(Action::Z) if !empty => findings.push((label, "attribute the profile empties")),
+            _ => {}
         }
     }
-    let patient_id = text(data_set, tags::PATIENT_ID);
-    let patient_name = text(data_set, tags::PATIENT_NAME);
-    let pseudonymized = level != Anonymization::Anonymized;
-    if patient_name.is_some() || data_set.get(tags::PATIENT_NAME).is_some() {
-        // The name's pseudonym follows the patient's id when there is one, so that all files of
-        // a patient share it.
-        let basis = patient_id.clone().or(patient_name).unwrap_or_default();
-        let name = if pseudonymized { keyed.name("Patient", &basis) } else { String::new() };
-        put_text(data_set, tags::PATIENT_NAME, VR::PN, &name);
+    if text(&obj, tags::PATIENT_IDENTITY_REMOVED).as_deref() != Some("YES") {
+        findings.push(("(0012,0062)".to_owned(), "Patient Identity Removed is not YES"));
     }
-    if let Some(id) = patient_id {
-        // The same keyed token as a FHIR identifier with the same value, so a grantee can link a
-        // patient's images and FHIR records within one grant, and nowhere else.
-        let id = if pseudonymized { keyed.token("identifier", &id) } else { String::new() };
-        put_text(data_set, tags::PATIENT_ID, VR::LO, &id);
-    } else if data_set.get(tags::PATIENT_ID).is_some() {
-        put_text(data_set, tags::PATIENT_ID, VR::LO, "");
-    }
-    if data_set.get(tags::PATIENT_BIRTH_DATE).is_some() {
-        let year = text(data_set, tags::PATIENT_BIRTH_DATE).and_then(|d| Date::parse(&d)).map(|d| d.year);
-        match year {
-            Some(year) if pseudonymized => {
-                put_text(data_set, tags::PATIENT_BIRTH_DATE, VR::DA, &format!("{year:04}0101"))
-            }
-            _ => {
-                data_set.remove_element(tags::PATIENT_BIRTH_DATE);
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::dicom::tests::file_with;
-
-    const KEY: &[u8] = b"context-key-0123";
-
-    fn after(elements: &[(Tag, VR, &str)], level: Anonymization) -> Vec<(Tag, Option<String>)> {
-        let keyed = Pseudonymizer::new(KEY).unwrap();
-        let out = read(&deidentify(&file_with(elements), level, &keyed).unwrap()).unwrap();
-        elements.iter().map(|(tag, _, _)| (*tag, text(&out, *tag))).collect()
-    }
-
-    #[test]
-    fn patient_attributes_at_each_level() {
-        let keyed = Pseudonymizer::new(KEY).unwrap();
-        let input = [
-            (tags::PATIENT_NAME, VR::PN, "DOE^JANE"),
-            (tags::PATIENT_ID, VR::LO, "MRN-77"),
-            (tags::PATIENT_BIRTH_DATE, VR::DA, "19691206"),
-            (tags::PATIENT_ADDRESS, VR::LO, "1 Main St"),
-            (tags::PATIENT_TELEPHONE_NUMBERS, VR::SH, "555-1234"),
-            (tags::PATIENT_MOTHER_BIRTH_NAME, VR::PN, "ROE^ANN"),
-            (Tag(0x0010, 0x1000), VR::LO, "X-1"),
-            (tags::PATIENT_SEX, VR::CS, "F"),
-            (tags::STUDY_ID, VR::SH, "MRN-77"),
-            (Tag(0x0011, 0x1010), VR::LO, "DOE^JANE"),
-        ];
-        let check = |level: Anonymization, expected: [Option<String>; 10]| {
-            let expected: Vec<(Tag, Option<String>)> = input.iter().map(|(t, _, _)| *t).zip(expected).collect();
-            assert_eq!(after(&input, level), expected, "{level:?}");
-        };
-        check(
-            Anonymization::Pseudonymized,
-            [
-                Some(keyed.name("Patient", "MRN-77")),
-                Some(keyed.token("identifier", "MRN-77")),
-                Some("19690101".into()),
-                None,
-                None,
-                None,
-                None,
-                Some("F".into()),
-                Some(keyed.token("study-identifier", "MRN-77").chars().take(16).collect()),
-                None,
-            ],
-        );
-        check(Anonymization::Anonymized, [None, None, None, None, None, None, None, Some("F".into()), None, None]);
-    }
-
-    #[test]
-    fn unreadable_birth_dates_go() {
-        let input = [(tags::PATIENT_BIRTH_DATE, VR::DA, "6 Dec 69")];
-        assert_eq!(after(&input, Anonymization::Pseudonymized), [(tags::PATIENT_BIRTH_DATE, None)]);
-    }
-
-    #[test]
-    fn the_file_says_its_identity_was_removed() {
-        let keyed = Pseudonymizer::new(KEY).unwrap();
-        let out = read(&deidentify(&file_with(&[]), Anonymization::Anonymized, &keyed).unwrap()).unwrap();
-        assert_eq!(text(&out, tags::PATIENT_IDENTITY_REMOVED).as_deref(), Some("YES"));
-        assert_eq!(text(&out, tags::PATIENT_NAME), None);
-    }
+    Ok(findings)
 }

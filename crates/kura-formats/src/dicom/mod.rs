@@ -2,6 +2,7 @@
 
 pub mod deid;
 mod guard;
+pub mod profile;
 pub mod staff;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};

@@ -271,3 +271,59 @@ async fn a_guardian_acts_for_a_minor() {
     .await
     .expect(403);
 }
+
+#[tokio::test]
+async fn grants_apply_the_anonymization_unit_keyed_per_grant() {
+    let f = fig7().await;
+    let alice = f.app.token(&f.alice).await;
+    let sakura = f.app.token(&f.sakura.staff).await;
+    let bundle_path = format!("/api/v1/records/{}", f.bundle);
+    let original = f.app.get(&bundle_path, &alice).await.expect(200).json();
+    let original_text = original["content"].to_string();
+    assert!(original_text.contains("Beer"), "the fixture names its patient");
+
+    let mut ids = Vec::new();
+    for level in ["anonymized", "pseudonymized"] {
+        let grant = f
+            .app
+            .post(
+                "/api/v1/grants",
+                &alice,
+                json!({"grantee": {"org": f.sakura.id}, "records": [f.bundle], "scope": ["other", "condition", "observation"],
+                       "actions": ["view"], "anonymization": level}),
+            )
+            .await
+            .expect(201)
+            .json();
+        let view = f.app.get(&bundle_path, &sakura).await.expect(200).json();
+        assert_eq!(view["access"]["anonymization"], level);
+        let text = view["content"].to_string();
+        assert!(!text.contains("Beer") && !text.contains("Brent"), "{level}: the patient's name survived");
+        assert!(!text.contains("\"div\""), "{level}: narrative survived");
+        let patient = view["content"]["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| &e["resource"])
+            .find(|r| r["resourceType"] == "Patient")
+            .unwrap()
+            .clone();
+        ids.push(patient["id"].as_str().unwrap().to_owned());
+        if level == "anonymized" {
+            // Dates moved: the first encounter's start is no longer the original one.
+            let first_start = |content: &serde_json::Value| {
+                content["entry"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|e| &e["resource"])
+                    .find(|r| r["resourceType"] == "Encounter")
+                    .map(|r| r["period"]["start"].as_str().unwrap().to_owned())
+                    .unwrap()
+            };
+            assert_ne!(first_start(&view["content"]), first_start(&original["content"]));
+        }
+        f.app.delete(&format!("/api/v1/grants/{}", grant["id"].as_str().unwrap()), &alice).await.expect(204);
+    }
+    assert_ne!(ids[0], ids[1], "pseudonyms under different grants cannot be linked");
+}

@@ -14,4 +14,5 @@ pub mod labels;
 pub mod party;
 pub mod policy;
 pub mod record;
+pub mod research;
 pub mod time;

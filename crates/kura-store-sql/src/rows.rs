@@ -139,7 +139,7 @@ fn selector_from_text(kind: &str, text: &str) -> Result<RecordSelector, StoreErr
 }
 
 pub(crate) const GRANT_COLUMNS: &str = "id, owner, grantee, selector_kind, selector, scope, actions, anonymization, \
-     not_before, expires_at, revoked_at, purpose, created_by, created_at";
+     not_before, expires_at, revoked_at, purpose, created_by, created_at, study_id";
 
 pub(crate) fn grant(row: &AnyRow) -> Result<GrantRow, StoreError> {
     let terms = GrantTerms::new(
@@ -159,6 +159,7 @@ pub(crate) fn grant(row: &AnyRow) -> Result<GrantRow, StoreError> {
             terms,
             revoked_at: get::<Option<i64>>(row, "revoked_at")?.map(ts),
         },
+        study: get(row, "study_id")?,
         purpose: get(row, "purpose")?,
         created_by: get(row, "created_by")?,
         created_at: ts(get(row, "created_at")?),

@@ -19,23 +19,23 @@ use crate::{Backend, SqlStore, store_error};
 
 /// A writing transaction. On SQLite it also holds the in-process writer lock; it is released
 /// after the transaction ends because fields drop in declaration order.
-struct WriteTx<'a> {
+pub(crate) struct WriteTx<'a> {
     tx: Transaction<'static, Any>,
     _writer: Option<tokio::sync::MutexGuard<'a, ()>>,
 }
 
 impl WriteTx<'_> {
-    fn conn(&mut self) -> &mut AnyConnection {
+    pub(crate) fn conn(&mut self) -> &mut AnyConnection {
         &mut self.tx
     }
 
-    async fn commit(self) -> Result<(), StoreError> {
+    pub(crate) async fn commit(self) -> Result<(), StoreError> {
         self.tx.commit().await.map_err(store_error)
     }
 }
 
 impl SqlStore {
-    async fn begin_write(&self) -> Result<WriteTx<'_>, StoreError> {
+    pub(crate) async fn begin_write(&self) -> Result<WriteTx<'_>, StoreError> {
         let writer = match &self.write_lock {
             Some(lock) => Some(lock.lock().await),
             None => None,
@@ -47,7 +47,7 @@ impl SqlStore {
         Ok(WriteTx { tx, _writer: writer })
     }
 
-    async fn fetch_all<'q>(
+    pub(crate) async fn fetch_all<'q>(
         &self,
         query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
     ) -> Result<Vec<AnyRow>, StoreError> {
@@ -76,7 +76,7 @@ fn placeholders(start: usize, count: usize) -> String {
     (start..start + count).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }
 
-async fn append_audit(conn: &mut AnyConnection, audit: &NewAudit) -> Result<(), StoreError> {
+pub(crate) async fn append_audit(conn: &mut AnyConnection, audit: &NewAudit) -> Result<(), StoreError> {
     let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
         .fetch_one(&mut *conn)
         .await
@@ -178,8 +178,8 @@ async fn insert_ledger(conn: &mut AnyConnection, record: &RecordId, ledger: &New
 async fn insert_record_rows(conn: &mut AnyConnection, record: &NewRecord) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO records (id, owner, institution, mrn, format, state, document_category, blob_key, wrapped_key, \
-         content_hash, size, derived_from, provenance, held_under, version, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, $8, $9, $10, $11, $12, $13, 1, $14, $14)",
+         content_hash, size, derived_from, provenance, held_under, subject_birth_day, version, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, $8, $9, $10, $11, $12, $13, $15, 1, $14, $14)",
     )
     .bind(record.id.as_str())
     .bind(record.owner.to_text())
@@ -195,10 +195,17 @@ async fn insert_record_rows(conn: &mut AnyConnection, record: &NewRecord) -> Res
     .bind(&record.provenance)
     .bind(record.held_under.as_ref().map(|g| g.to_string()))
     .bind(record.created_at.as_millis())
+    .bind(record.subject_birth_day.map(i64::from))
     .execute(&mut *conn)
     .await
     .map_err(store_error)?;
-    replace_parts_and_labels(conn, &record.id, &record.parts, &record.labels).await
+    replace_parts_and_labels(conn, &record.id, &record.parts, &record.labels).await?;
+    crate::research::replace_values(conn, &record.id, &record.values).await?;
+    if record.held_under.is_none() {
+        let subject = kura_core::research::subject_of_record(&record.owner, &record.institution, &record.mrn);
+        crate::research::note_change(conn, &subject, record.created_at).await?;
+    }
+    Ok(())
 }
 
 async fn replace_parts_and_labels(
@@ -238,13 +245,13 @@ async fn replace_parts_and_labels(
     Ok(())
 }
 
-async fn insert_grant_row(conn: &mut AnyConnection, row: &GrantRow) -> Result<(), StoreError> {
+pub(crate) async fn insert_grant_row(conn: &mut AnyConnection, row: &GrantRow) -> Result<(), StoreError> {
     let grant = &row.grant;
     let (selector_kind, selector) = rows::selector_to_text(grant.terms.selector());
     sqlx::query(
         "INSERT INTO grants (id, owner, grantee, selector_kind, selector, scope, actions, anonymization, not_before, \
-         expires_at, revoked_at, purpose, created_by, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+         expires_at, revoked_at, purpose, created_by, created_at, study_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
     )
     .bind(grant.id.as_str())
     .bind(grant.owner.to_text())
@@ -260,6 +267,7 @@ async fn insert_grant_row(conn: &mut AnyConnection, row: &GrantRow) -> Result<()
     .bind(&row.purpose)
     .bind(&row.created_by)
     .bind(row.created_at.as_millis())
+    .bind(row.study.as_deref())
     .execute(&mut *conn)
     .await
     .map_err(store_error)?;
@@ -275,12 +283,19 @@ async fn end_record_rows(
     end: &RecordEnd,
     at: Timestamp,
 ) -> Result<Option<String>, StoreError> {
-    let row = sqlx::query("SELECT blob_key, version, state FROM records WHERE id = $1")
-        .bind(record.as_str())
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(store_error)?
-        .ok_or(StoreError::NotFound)?;
+    let row =
+        sqlx::query("SELECT blob_key, version, state, owner, institution, mrn, held_under FROM records WHERE id = $1")
+            .bind(record.as_str())
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(store_error)?
+            .ok_or(StoreError::NotFound)?;
+    if get::<Option<String>>(&row, "held_under")?.is_none() {
+        let owner = rows::party(&get::<String>(&row, "owner")?)?;
+        let institution = rows::parse_id(&get::<String>(&row, "institution")?, OrgId::parse)?;
+        let subject = kura_core::research::subject_of_record(&owner, &institution, &get::<String>(&row, "mrn")?);
+        crate::research::note_change(conn, &subject, at).await?;
+    }
     let version: i64 = get(&row, "version")?;
     let state: String = get(&row, "state")?;
     if state != "active" || expected_version.is_some_and(|v| v != version) {
@@ -742,6 +757,7 @@ impl Store for SqlStore {
         match &t.split {
             Some(split) => {
                 replace_parts_and_labels(tx.conn(), &t.record, &split.staying_parts, &split.staying_labels).await?;
+                crate::research::replace_values(tx.conn(), &t.record, &split.staying_values).await?;
                 insert_record_rows(tx.conn(), &split.moving).await?;
                 let ledger = NewLedger {
                     event: CustodyEvent::SplitOff,
@@ -769,6 +785,19 @@ impl Store for SqlStore {
         }
         if let Some(grant) = &t.retained_view {
             insert_grant_row(tx.conn(), grant).await?;
+        }
+        let (institution, mrn): (String, String) = {
+            let row = sqlx::query("SELECT institution, mrn FROM records WHERE id = $1")
+                .bind(t.record.as_str())
+                .fetch_one(tx.conn())
+                .await
+                .map_err(store_error)?;
+            (get(&row, "institution")?, get(&row, "mrn")?)
+        };
+        let institution = rows::parse_id(&institution, OrgId::parse)?;
+        for owner in [&t.institution, &t.patient] {
+            let subject = kura_core::research::subject_of_record(owner, &institution, &mrn);
+            crate::research::note_change(tx.conn(), &subject, t.at).await?;
         }
         for audit in &t.audit {
             append_audit(tx.conn(), audit).await?;
@@ -955,6 +984,134 @@ impl Store for SqlStore {
             }
         };
         rows.iter().map(rows::audit).collect()
+    }
+
+    async fn set_preferences(&self, party: &Party, prefs: &Preferences, audit: NewAudit) -> Result<(), StoreError> {
+        crate::research::set_preferences(self, party, prefs, audit).await
+    }
+
+    async fn preferences(&self, party: &Party) -> Result<Option<Preferences>, StoreError> {
+        crate::research::preferences(self, party).await
+    }
+
+    async fn index_changes_after(&self, seq: i64, limit: i64) -> Result<Vec<(i64, String)>, StoreError> {
+        crate::research::index_changes_after(self, seq, limit).await
+    }
+
+    async fn last_index_change(&self) -> Result<i64, StoreError> {
+        crate::research::last_index_change(self).await
+    }
+
+    async fn discoverable_subjects(&self) -> Result<Vec<String>, StoreError> {
+        crate::research::discoverable_subjects(self).await
+    }
+
+    async fn subject_facts(&self, subject: &str) -> Result<Option<SubjectFacts>, StoreError> {
+        crate::research::subject_facts(self, subject).await
+    }
+
+    async fn insert_study(&self, study: &Study, audit: NewAudit) -> Result<(), StoreError> {
+        crate::research::insert_study(self, study, audit).await
+    }
+
+    async fn study(&self, id: &str) -> Result<Option<Study>, StoreError> {
+        crate::research::study(self, id).await
+    }
+
+    async fn studies_of(&self, org: &OrgId) -> Result<Vec<Study>, StoreError> {
+        crate::research::studies_of(self, org).await
+    }
+
+    async fn record_search(
+        &self,
+        search: &SearchLog,
+        handles: &[(String, String)],
+        audit: NewAudit,
+    ) -> Result<(), StoreError> {
+        crate::research::record_search(self, search, handles, audit).await
+    }
+
+    async fn searches_since(&self, study: &str, query_text: &str, since: Timestamp) -> Result<i64, StoreError> {
+        crate::research::searches_since(self, study, query_text, since).await
+    }
+
+    async fn subject_of_handle(&self, study: &str, handle: &str) -> Result<Option<String>, StoreError> {
+        crate::research::subject_of_handle(self, study, handle).await
+    }
+
+    async fn insert_usage_requests(
+        &self,
+        requests: &[UsageRequest],
+        notifications: &[Notification],
+        audit: Vec<NewAudit>,
+    ) -> Result<(), StoreError> {
+        crate::research::insert_usage_requests(self, requests, notifications, audit).await
+    }
+
+    async fn usage_request(&self, id: &str) -> Result<Option<UsageRequest>, StoreError> {
+        crate::research::usage_request(self, id).await
+    }
+
+    async fn usage_requests_for_owners(&self, owners: &[Party]) -> Result<Vec<UsageRequest>, StoreError> {
+        crate::research::usage_requests_for_owners(self, owners).await
+    }
+
+    async fn usage_requests_of_study(&self, study: &str) -> Result<Vec<UsageRequest>, StoreError> {
+        crate::research::usage_requests_of_study(self, study).await
+    }
+
+    async fn update_usage_request(
+        &self,
+        id: &str,
+        expected: (&str, Option<&str>),
+        new: (&str, Option<&str>),
+        grant: Option<&GrantRow>,
+        at: Timestamp,
+        notifications: &[Notification],
+        audit: NewAudit,
+    ) -> Result<(), StoreError> {
+        crate::research::update_usage_request(self, id, expected, new, grant, at, notifications, audit).await
+    }
+
+    async fn notifications_for(
+        &self,
+        recipients: &[String],
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<Notification>, StoreError> {
+        crate::research::notifications_for(self, recipients, after_seq, limit).await
+    }
+
+    async fn mark_notification_read(&self, id: &str, recipients: &[String], at: Timestamp) -> Result<(), StoreError> {
+        crate::research::mark_notification_read(self, id, recipients, at).await
+    }
+
+    async fn insert_webhook(&self, webhook: &Webhook, audit: NewAudit) -> Result<(), StoreError> {
+        crate::research::insert_webhook(self, webhook, audit).await
+    }
+
+    async fn webhooks_of(&self, org: &OrgId) -> Result<Vec<Webhook>, StoreError> {
+        crate::research::webhooks_of(self, org).await
+    }
+
+    async fn webhook(&self, id: &str) -> Result<Option<Webhook>, StoreError> {
+        crate::research::webhook(self, id).await
+    }
+
+    async fn due_deliveries(&self, now: Timestamp, limit: i64) -> Result<Vec<WebhookDelivery>, StoreError> {
+        crate::research::due_deliveries(self, now, limit).await
+    }
+
+    async fn update_delivery(&self, delivery: &WebhookDelivery) -> Result<(), StoreError> {
+        crate::research::update_delivery(self, delivery).await
+    }
+
+    async fn deliveries_of(&self, webhook: &str) -> Result<Vec<WebhookDelivery>, StoreError> {
+        crate::research::deliveries_of(self, webhook).await
+    }
+
+    async fn notification(&self, id: &str) -> Result<Option<Notification>, StoreError> {
+        crate::research::notification(self, id).await
     }
 
     async fn audit_head(&self) -> Result<(i64, Vec<u8>), StoreError> {

@@ -110,7 +110,25 @@ pub struct NewRecord {
     pub provenance: String,
     /// Set for an in-server copy: the grant it was made under.
     pub held_under: Option<GrantId>,
+    /// Numeric observation values, for research range queries.
+    pub values: Vec<StoredValue>,
+    /// The birth date (days since 1970-01-01) of the person the record is about, when known.
+    pub subject_birth_day: Option<i32>,
     pub created_at: Timestamp,
+}
+
+/// A numeric observation value of a record. No `Debug` of the value: it is health data.
+#[derive(Clone, PartialEq)]
+pub struct StoredValue {
+    pub code: Label,
+    pub value: f64,
+    pub unit: String,
+}
+
+impl std::fmt::Debug for StoredValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredValue").field("code", &self.code).finish_non_exhaustive()
+    }
 }
 
 impl NewRecord {
@@ -202,6 +220,8 @@ pub struct AuditRow {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GrantRow {
     pub grant: Grant,
+    /// The study a grant made by accepting a usage request belongs to.
+    pub study: Option<String>,
     pub purpose: String,
     pub created_by: String,
     pub created_at: Timestamp,
@@ -247,6 +267,7 @@ pub struct SplitCommit {
     pub moving: NewRecord,
     pub staying_parts: Vec<StoredPart>,
     pub staying_labels: Vec<Label>,
+    pub staying_values: Vec<StoredValue>,
     pub staying_content: ContentRef,
 }
 
@@ -272,4 +293,131 @@ pub struct TransferCommit {
 pub enum RecordEnd {
     Moved(Locator),
     Deleted,
+}
+
+/// A party's opt-ins (DESIGN.md, I6). Both default to off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Preferences {
+    pub discoverable: bool,
+    pub contribute_statistics: bool,
+    pub updated_at: Timestamp,
+}
+
+/// What the research index holds about a discoverable subject.
+#[derive(Clone, Default)]
+pub struct SubjectFacts {
+    pub labels: Vec<Label>,
+    pub values: Vec<(Label, f64)>,
+    pub birth_day: Option<i32>,
+}
+
+impl std::fmt::Debug for SubjectFacts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubjectFacts").field("labels", &self.labels.len()).field("values", &self.values.len()).finish()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Study {
+    pub id: String,
+    pub org: OrgId,
+    pub title: String,
+    pub purpose: String,
+    pub ethics_reference: String,
+    pub contact: String,
+    pub created_by: String,
+    pub created_at: Timestamp,
+}
+
+/// One research search, kept to refuse repeats and to audit.
+#[derive(Debug, Clone)]
+pub struct SearchLog {
+    pub id: String,
+    pub study: String,
+    pub query_text: String,
+    /// The count released, or `None` when it was below the threshold.
+    pub disclosed_count: Option<i64>,
+    pub at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reward {
+    pub amount: String,
+    pub currency: String,
+    pub description: String,
+}
+
+/// A researcher's request to one owner, through a handle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageRequest {
+    pub id: String,
+    pub study: String,
+    pub requested_by: String,
+    pub owner: Party,
+    /// The research subject behind the handle; never shown to the researcher.
+    pub subject: String,
+    pub handle: String,
+    pub scope: CategorySet,
+    pub actions: kura_core::policy::ActionSet,
+    pub anonymization: kura_core::policy::Anonymization,
+    /// How long the grant would last once accepted.
+    pub grant_days: i64,
+    pub message: String,
+    pub reward: Option<Reward>,
+    /// `offered`, `accepted`, `paid`, `confirmed` (or `declined` with the request).
+    pub reward_state: Option<String>,
+    /// `pending`, `accepted`, `declined`, `withdrawn`, `expired`.
+    pub state: String,
+    pub grant: Option<GrantId>,
+    pub answer_by: Timestamp,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// An inbox entry. Messages say what happened in words, with ids; never record content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notification {
+    pub seq: i64,
+    pub id: String,
+    /// `account:<id>` or `org:<id>`.
+    pub recipient: String,
+    pub kind: String,
+    /// The id of what it is about (a usage request, say).
+    pub subject_ref: String,
+    pub message: String,
+    pub created_at: Timestamp,
+    pub read_at: Option<Timestamp>,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct Webhook {
+    pub id: String,
+    pub org: OrgId,
+    pub url: String,
+    /// The HMAC key the payloads are signed with.
+    pub secret: String,
+    pub created_by: String,
+    pub created_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+}
+
+impl std::fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhook").field("id", &self.id).field("org", &self.org).finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookDelivery {
+    pub id: String,
+    pub webhook: String,
+    pub notification: String,
+    pub attempts: i64,
+    /// `pending`, `delivered`, `failed` (gave up).
+    pub state: String,
+    pub next_attempt_at: Timestamp,
+    pub last_status: Option<i64>,
+    pub last_error: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
 }

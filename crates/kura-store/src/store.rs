@@ -125,4 +125,67 @@ pub trait Store: Send + Sync {
     ) -> Result<Vec<AuditRow>, StoreError>;
     /// The last sequence number and hash.
     async fn audit_head(&self) -> Result<(i64, Vec<u8>), StoreError>;
+
+    // Research: preferences, the index's change sequence, studies, searches, usage requests.
+    async fn set_preferences(&self, party: &Party, prefs: &Preferences, audit: NewAudit) -> Result<(), StoreError>;
+    async fn preferences(&self, party: &Party) -> Result<Option<Preferences>, StoreError>;
+    /// Subjects whose facts changed after `seq`, in order: `(seq, subject)`.
+    async fn index_changes_after(&self, seq: i64, limit: i64) -> Result<Vec<(i64, String)>, StoreError>;
+    /// The newest change's sequence number (0 when none).
+    async fn last_index_change(&self) -> Result<i64, StoreError>;
+    /// Every subject whose owner opted in to being found.
+    async fn discoverable_subjects(&self) -> Result<Vec<String>, StoreError>;
+    /// What the index holds about `subject`; `None` unless its owner opted in and it has records.
+    async fn subject_facts(&self, subject: &str) -> Result<Option<SubjectFacts>, StoreError>;
+    async fn insert_study(&self, study: &Study, audit: NewAudit) -> Result<(), StoreError>;
+    async fn study(&self, id: &str) -> Result<Option<Study>, StoreError>;
+    async fn studies_of(&self, org: &OrgId) -> Result<Vec<Study>, StoreError>;
+    /// Logs a search and remembers which subject each released handle stands for.
+    async fn record_search(
+        &self,
+        search: &SearchLog,
+        handles: &[(String, String)],
+        audit: NewAudit,
+    ) -> Result<(), StoreError>;
+    /// How many searches of `study` with this canonical query ran since `since`.
+    async fn searches_since(&self, study: &str, query_text: &str, since: Timestamp) -> Result<i64, StoreError>;
+    async fn subject_of_handle(&self, study: &str, handle: &str) -> Result<Option<String>, StoreError>;
+    async fn insert_usage_requests(
+        &self,
+        requests: &[UsageRequest],
+        notifications: &[Notification],
+        audit: Vec<NewAudit>,
+    ) -> Result<(), StoreError>;
+    async fn usage_request(&self, id: &str) -> Result<Option<UsageRequest>, StoreError>;
+    async fn usage_requests_for_owners(&self, owners: &[Party]) -> Result<Vec<UsageRequest>, StoreError>;
+    async fn usage_requests_of_study(&self, study: &str) -> Result<Vec<UsageRequest>, StoreError>;
+    /// Moves a request from `expected_state` (and reward state) to the new ones, with the grant an
+    /// acceptance creates, in one transaction. `Conflict` if it changed meanwhile.
+    #[expect(clippy::too_many_arguments, reason = "one transaction's worth of changes")]
+    async fn update_usage_request(
+        &self,
+        id: &str,
+        expected: (&str, Option<&str>),
+        new: (&str, Option<&str>),
+        grant: Option<&GrantRow>,
+        at: Timestamp,
+        notifications: &[Notification],
+        audit: NewAudit,
+    ) -> Result<(), StoreError>;
+
+    // Notifications and webhooks.
+    async fn notifications_for(
+        &self,
+        recipients: &[String],
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<Notification>, StoreError>;
+    async fn mark_notification_read(&self, id: &str, recipients: &[String], at: Timestamp) -> Result<(), StoreError>;
+    async fn insert_webhook(&self, webhook: &Webhook, audit: NewAudit) -> Result<(), StoreError>;
+    async fn webhooks_of(&self, org: &OrgId) -> Result<Vec<Webhook>, StoreError>;
+    async fn webhook(&self, id: &str) -> Result<Option<Webhook>, StoreError>;
+    async fn due_deliveries(&self, now: Timestamp, limit: i64) -> Result<Vec<WebhookDelivery>, StoreError>;
+    async fn update_delivery(&self, delivery: &WebhookDelivery) -> Result<(), StoreError>;
+    async fn deliveries_of(&self, webhook: &str) -> Result<Vec<WebhookDelivery>, StoreError>;
+    async fn notification(&self, id: &str) -> Result<Option<Notification>, StoreError>;
 }

@@ -93,6 +93,8 @@ fn new_record(id: &str, owner: &Party, institution: &OrgId, held_under: Option<G
         derived_from: None,
         provenance: "test".into(),
         held_under,
+        values: vec![StoredValue { code: Label::parse("loinc:4548-4").unwrap(), value: 7.2, unit: "%".into() }],
+        subject_birth_day: Some(-200),
         created_at: t(0),
     }
 }
@@ -245,6 +247,7 @@ async fn store_conformance_story() {
             terms,
             revoked_at: None,
         },
+        study: None,
         purpose: "second opinion".into(),
         created_by: "account:acc-patient".into(),
         created_at: t(0),
@@ -335,6 +338,8 @@ async fn store_conformance_story() {
     store.use_assertion_id("client-1", "jti-1", t(1000), t(0)).await.unwrap();
     assert!(matches!(store.use_assertion_id("client-1", "jti-1", t(1000), t(1)).await, Err(StoreError::Conflict(_))));
 
+    research_story(store, &hospital, &patient.id).await;
+
     // The audit chain verifies, and a tampered entry is found.
     let entries = verify_chain(store).await.unwrap();
     assert!(entries >= 15, "{entries} entries");
@@ -345,4 +350,130 @@ async fn store_conformance_story() {
     assert_eq!(verify_chain(store).await.unwrap_err().seq, 3);
 
     scratch.finish().await;
+}
+
+/// Research tables: opt-ins gate what the index may know, the change sequence names every
+/// subject touched, handles resolve only within their study, requests change state once.
+async fn research_story(store: &SqlStore, hospital: &OrgId, patient: &AccountId) {
+    let subject = format!("account:{patient}");
+    // Not opted in: nothing to index. Opting in is a change of the subject.
+    assert!(store.subject_facts(&subject).await.unwrap().is_none());
+    let before = store.last_index_change().await.unwrap();
+    let on = Preferences { discoverable: true, contribute_statistics: false, updated_at: t(100) };
+    store.set_preferences(&Party::Account(patient.clone()), &on, audit("preferences", None)).await.unwrap();
+    let changes = store.index_changes_after(before, 100).await.unwrap();
+    assert_eq!(changes.iter().map(|(_, s)| s.as_str()).collect::<Vec<_>>(), [subject.as_str()]);
+    assert_eq!(store.preferences(&Party::Account(patient.clone())).await.unwrap(), Some(on));
+    // The patient's only record was deleted above, so there is still nothing to index.
+    assert!(store.subject_facts(&subject).await.unwrap().is_none());
+    let owner = Party::Account(patient.clone());
+    let record = NewRecord { owner: owner.clone(), ..new_record("rec-research", &owner, hospital, None) };
+    store
+        .insert_record(&record, ledger(CustodyEvent::Uploaded, None, &owner), audit("upload", Some(&record.id)))
+        .await
+        .unwrap();
+    let facts = store.subject_facts(&subject).await.unwrap().unwrap();
+    assert_eq!(facts.labels, record.labels);
+    assert_eq!(facts.values, vec![(Label::parse("loinc:4548-4").unwrap(), 7.2)]);
+    assert_eq!(facts.birth_day, Some(-200));
+    assert!(store.discoverable_subjects().await.unwrap().contains(&subject));
+
+    // Studies, searches and handles.
+    let study = Study {
+        id: "study-1".into(),
+        org: hospital.clone(),
+        title: "HbA1c".into(),
+        purpose: "p".into(),
+        ethics_reference: "IRB-1".into(),
+        contact: "c".into(),
+        created_by: "system".into(),
+        created_at: t(0),
+    };
+    store.insert_study(&study, audit("study", None)).await.unwrap();
+    let search = SearchLog {
+        id: "s1".into(),
+        study: study.id.clone(),
+        query_text: "icd10:E11".into(),
+        disclosed_count: None,
+        at: t(200),
+    };
+    store.record_search(&search, &[("h1".into(), subject.clone())], audit("search", None)).await.unwrap();
+    assert_eq!(store.searches_since(&study.id, "icd10:E11", t(100)).await.unwrap(), 1);
+    assert_eq!(store.searches_since(&study.id, "icd10:E11", t(300)).await.unwrap(), 0);
+    assert_eq!(store.subject_of_handle(&study.id, "h1").await.unwrap(), Some(subject.clone()));
+    assert_eq!(store.subject_of_handle("other-study", "h1").await.unwrap(), None);
+
+    // A usage request with a notification; an answer applies once.
+    let request = UsageRequest {
+        id: "req-1".into(),
+        study: study.id.clone(),
+        requested_by: "account:researcher".into(),
+        owner: owner.clone(),
+        subject: subject.clone(),
+        handle: "h1".into(),
+        scope: CategorySet::all(),
+        actions: ActionSet::empty().with(Action::View),
+        anonymization: Anonymization::Pseudonymized,
+        grant_days: 30,
+        message: "m".into(),
+        reward: Some(Reward { amount: "10".into(), currency: "EUR".into(), description: "voucher".into() }),
+        reward_state: Some("offered".into()),
+        state: "pending".into(),
+        grant: None,
+        answer_by: t(1000),
+        created_at: t(0),
+        updated_at: t(0),
+    };
+    let note = Notification {
+        seq: 0,
+        id: "n-1".into(),
+        recipient: owner.to_text(),
+        kind: "usage_request".into(),
+        subject_ref: request.id.clone(),
+        message: "a study asks".into(),
+        created_at: t(0),
+        read_at: None,
+    };
+    store
+        .insert_usage_requests(
+            std::slice::from_ref(&request),
+            std::slice::from_ref(&note),
+            vec![audit("request", None)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.usage_request("req-1").await.unwrap(), Some(request.clone()));
+    assert_eq!(store.usage_requests_for_owners(std::slice::from_ref(&owner)).await.unwrap().len(), 1);
+    let inbox = store.notifications_for(&[owner.to_text()], 0, 10).await.unwrap();
+    assert_eq!(inbox.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(), ["n-1"]);
+    store.mark_notification_read("n-1", &[owner.to_text()], t(5)).await.unwrap();
+    assert!(matches!(
+        store.mark_notification_read("n-1", &["account:someone".to_owned()], t(5)).await,
+        Err(StoreError::NotFound)
+    ));
+    store
+        .update_usage_request(
+            "req-1",
+            ("pending", Some("offered")),
+            ("accepted", Some("accepted")),
+            None,
+            t(10),
+            &[],
+            audit("answer", None),
+        )
+        .await
+        .unwrap();
+    let again = store
+        .update_usage_request(
+            "req-1",
+            ("pending", Some("offered")),
+            ("declined", None),
+            None,
+            t(11),
+            &[],
+            audit("answer", None),
+        )
+        .await;
+    assert!(matches!(again, Err(StoreError::Conflict(_))));
+    assert_eq!(store.usage_request("req-1").await.unwrap().unwrap().state, "accepted");
 }

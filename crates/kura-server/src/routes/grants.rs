@@ -109,6 +109,7 @@ pub async fn create(
     let id = GrantId::parse(&new_id()).map_err(|_| ApiError::internal())?;
     let row = GrantRow {
         grant: Grant { id: id.clone(), owner, grantee, terms, revoked_at: None },
+        study: None,
         purpose: request.purpose,
         created_by: caller.audit_actor(),
         created_at: now,

@@ -64,6 +64,11 @@ fn stored_parts(parsed: &kura_formats::Parsed) -> Vec<StoredPart> {
         .collect()
 }
 
+/// The research facts of parsed content: numeric values and the subject's birth date.
+fn research_facts(_parsed: &kura_formats::Parsed) -> (Vec<StoredValue>, Option<i32>) {
+    (Vec::new(), None)
+}
+
 fn parse_content(
     format: RecordFormat,
     bytes: &[u8],
@@ -142,6 +147,8 @@ pub async fn upload(
         derived_from: None,
         provenance: format!("uploaded by {}", caller.audit_actor()),
         held_under: None,
+        values: research_facts(&parsed).0,
+        subject_birth_day: research_facts(&parsed).1,
         created_at: now,
     };
     let ledger = NewLedger {
@@ -427,6 +434,7 @@ pub async fn transfer(
                 parse_content(record.format, &moving_bytes, &institution, now, record.document_category)?;
             let staying_parsed =
                 parse_content(record.format, &staying_bytes, &institution, now, record.document_category)?;
+            let (moving_values, moving_birth_day) = research_facts(&moving_parsed);
             let new_id = RecordId::parse(&new_id()).map_err(|_| ApiError::internal())?;
             let moving_content = content::seal_and_store(&state, new_id.as_str(), &moving_bytes).await?;
             new_blobs.push(moving_content.blob_key.clone());
@@ -451,8 +459,11 @@ pub async fn transfer(
                         moving.to_text()
                     ),
                     held_under: None,
+                    values: moving_values,
+                    subject_birth_day: moving_birth_day,
                     created_at: now,
                 },
+                staying_values: research_facts(&staying_parsed).0,
                 staying_parts: stored_parts(&staying_parsed),
                 staying_labels: staying_parsed.labels,
                 staying_content,
@@ -478,6 +489,7 @@ pub async fn transfer(
                 terms,
                 revoked_at: None,
             },
+            study: None,
             purpose: format!("view retained by transfer {transfer_id}"),
             created_by: caller.audit_actor(),
             created_at: now,
@@ -591,6 +603,8 @@ pub async fn copy(
         derived_from: Some(record.id.clone()),
         provenance: format!("copy of record {} for {}", record.id, owner.to_text()),
         held_under,
+        values: Vec::new(),
+        subject_birth_day: None,
         created_at: now,
     };
     let ledger = NewLedger {

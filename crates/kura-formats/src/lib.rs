@@ -13,8 +13,10 @@ mod error;
 mod fhir;
 mod labels;
 mod pdf;
+mod pdf_text;
 mod pseudonym;
 mod scrub;
+mod terms;
 
 use kura_core::labels::Label;
 use kura_core::policy::Anonymization;
@@ -68,24 +70,51 @@ pub struct PartInfo {
     pub resource_type: String,
 }
 
-/// An upload, validated: its parts and labels.
-#[derive(Clone, PartialEq, Eq)]
+/// An upload, validated: its parts, labels and numeric observation values.
+#[derive(Clone, PartialEq)]
 pub struct Parsed {
     pub format: RecordFormat,
     pub parts: Vec<PartInfo>,
     /// Sorted and without duplicates.
     pub labels: Vec<Label>,
+    /// The numeric results the content carries, in the order they appear, for range filters
+    /// (`loinc:4548-4 > 7.0`). Only FHIR has them.
+    pub values: Vec<ObservedValue>,
+    /// The birth date of the person the content is about (days since 1970-01-01), for age
+    /// ranges in research search.
+    pub birth_day: Option<i32>,
 }
 
-/// Labels are health data (`icd10:E11`, `sex:female`), so `Debug` counts them instead of
-/// printing them.
+/// Labels and values are health data (`icd10:E11`, `sex:female`), so `Debug` counts them
+/// instead of printing them.
 impl std::fmt::Debug for Parsed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Parsed")
             .field("format", &self.format)
             .field("parts", &self.parts)
             .field("labels", &format_args!("<{} labels>", self.labels.len()))
+            .field("values", &format_args!("<{} values>", self.values.len()))
             .finish()
+    }
+}
+
+/// One numeric result: an Observation's `valueQuantity`, or a component's (the systolic and
+/// diastolic parts of a blood pressure panel).
+#[derive(Clone, PartialEq)]
+pub struct ObservedValue {
+    /// What was measured: the first LOINC coding of the observation's (or component's) code,
+    /// else its first SNOMED CT one (`loinc:4548-4`).
+    pub code: Label,
+    /// Always finite.
+    pub value: f64,
+    /// The Quantity's `code` (UCUM, `mm[Hg]`), else its `unit`, else empty.
+    pub unit: String,
+}
+
+/// The value is the health data here; `Debug` shows only what was measured.
+impl std::fmt::Debug for ObservedValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObservedValue").field("code", &self.code.as_str()).finish_non_exhaustive()
     }
 }
 
@@ -99,22 +128,31 @@ impl std::fmt::Debug for Parsed {
 /// Labels: `format:`, `institution:`, `category:` of every part, `type:` of every resource type
 /// (DICOM gives `type:ImagingStudy`, PDF `type:DocumentReference`), the codings the content
 /// carries (`snomed:`, `loinc:`, `rxnorm:`, `icd10:` at every level, `cvx:`, `atc:`), the
-/// patient's `sex:` and `ageband:`, and for DICOM `modality:`, `bodypart:` and `sopclass:`.
+/// patient's `sex:` and `ageband:`. FHIR ImagingStudies add `modality:` and `bodypart:` of
+/// their series. DICOM adds `modality:`, `bodypart:`, `sopclass:` and `studyterm:` (words of
+/// the study and series descriptions). PDF adds, for the conditions its text names in English
+/// or Japanese, `term:` (`term:hypertension`) and their SNOMED CT and ICD-10 codes.
+///
+/// Values: one [`ObservedValue`] per FHIR Observation `valueQuantity` (and per component's)
+/// whose code has a LOINC or SNOMED CT coding; none for DICOM and PDF.
 pub fn parse_upload(format: RecordFormat, bytes: &[u8], ctx: &IngestContext) -> Result<Parsed, FormatError> {
     let mut labels = labels::LabelSet::default();
     if !labels.add("institution", ctx.institution) {
         return Err(FormatError::InvalidInstitution);
     }
     labels.add("format", format.as_str());
+    let mut values = Vec::new();
+    let mut birth_date = None;
     let parts = match format {
-        RecordFormat::Fhir => fhir::parse(bytes, ctx, &mut labels)?,
-        RecordFormat::Dicom => dicom::parse(bytes, ctx, &mut labels)?,
+        RecordFormat::Fhir => fhir::parse(bytes, ctx, &mut labels, &mut values, &mut birth_date)?,
+        RecordFormat::Dicom => dicom::parse(bytes, ctx, &mut labels, &mut birth_date)?,
         RecordFormat::Pdf => pdf::parse(bytes, ctx, &mut labels)?,
     };
     for part in &parts {
         labels.add("category", part.category.as_str());
     }
-    Ok(Parsed { format, parts, labels: labels.into_sorted() })
+    let birth_day = birth_date.map(dates::days_from_civil).and_then(|d| i32::try_from(d).ok());
+    Ok(Parsed { format, parts, labels: labels.into_sorted(), values, birth_day })
 }
 
 /// The content restricted to the parts whose category is in `keep`, in the same format, or
@@ -274,8 +312,14 @@ mod tests {
             format: RecordFormat::Fhir,
             parts: vec![PartInfo { index: 0, category: PartCategory::Condition, resource_type: "Condition".into() }],
             labels: vec![Label::parse("icd10:E11").unwrap()],
+            values: vec![ObservedValue { code: Label::parse("loinc:4548-4").unwrap(), value: 7.25, unit: "%".into() }],
+            birth_day: Some(-3000),
         };
         check(format!("{parsed:?}"), "E11");
+        check(format!("{parsed:?}"), "7.25");
+        check(format!("{parsed:?}"), "3000");
+        check(format!("{:?}", parsed.values), "7.25");
+        assert_eq!(format!("{:?}", parsed.values), r#"[ObservedValue { code: "loinc:4548-4", .. }]"#);
         check(format!("{:?}", Deidentified::Content(b"Freda O'Connell".to_vec())), "Freda");
         assert_eq!(format!("{:?}", Deidentified::Content(vec![1, 2, 3])), "Content(<3 bytes>)");
     }

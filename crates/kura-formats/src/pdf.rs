@@ -1,10 +1,11 @@
-//! PDF: validated by its header and end marker only. Kura does not read a document's text; a
-//! document is one part whose category the uploader states.
+//! PDF: validated by its header and end marker; a document is one part whose category the
+//! uploader states. Its text (`pdf_text.rs`) is read only to label it with the conditions it
+//! names (`terms.rs`); a document without readable text is labelled by its type alone.
 
 use kura_core::record::PartCategory;
 
 use crate::labels::LabelSet;
-use crate::{FormatError, IngestContext, PartInfo};
+use crate::{FormatError, IngestContext, PartInfo, pdf_text, terms};
 
 /// Writers may append a little after `%%EOF` (a newline, padding); readers look for it in the
 /// last kilobyte.
@@ -26,6 +27,7 @@ pub fn parse(bytes: &[u8], ctx: &IngestContext, labels: &mut LabelSet) -> Result
         }
     };
     labels.add("type", "DocumentReference");
+    terms::add_term_labels(&pdf_text::extract_text(bytes), labels);
     Ok(vec![PartInfo { index: 0, category, resource_type: "PDF".into() }])
 }
 

@@ -5,6 +5,7 @@ mod guard;
 pub mod profile;
 pub mod staff;
 
+use std::collections::HashSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use dicom_core::header::Header;
@@ -77,6 +78,42 @@ fn age_in_years(raw: &str) -> Option<u32> {
     }
 }
 
+/// Words of descriptions that say nothing about the study.
+const STOP_WORDS: [&str; 24] = [
+    "the", "and", "with", "without", "for", "from", "into", "onto", "per", "via", "not", "non", "but", "are", "was",
+    "were", "this", "that", "all", "any", "both", "only", "then", "than",
+];
+
+/// At most this many `studyterm:` labels per file.
+const MAX_STUDY_TERMS: usize = 20;
+
+/// The searchable words of the study and series descriptions (`CT THORAX W/O CONTRAST` gives
+/// `thorax` and `contrast`): lower-cased ASCII words of at least three characters with at least
+/// one letter, without stop-words. A word holding a non-ASCII letter is dropped whole rather
+/// than cut. Descriptions are free text that can carry identifiers, so numbers (accession and
+/// record numbers, dates) and the words of the patient's name are never terms.
+fn study_terms(descriptions: &[&str], patient_name: &str) -> Vec<String> {
+    let name_words: HashSet<String> =
+        patient_name.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect();
+    let mut terms: Vec<String> = Vec::new();
+    let words = descriptions.iter().flat_map(|d| d.split(|c: char| !c.is_alphanumeric()));
+    for word in words {
+        if terms.len() >= MAX_STUDY_TERMS {
+            break;
+        }
+        let word = word.to_ascii_lowercase();
+        let usable = word.len() >= 3
+            && word.bytes().all(|b| b.is_ascii_alphanumeric())
+            && word.bytes().any(|b| b.is_ascii_alphabetic())
+            && !STOP_WORDS.contains(&word.as_str())
+            && !name_words.contains(&word);
+        if usable && !terms.contains(&word) {
+            terms.push(word);
+        }
+    }
+    terms
+}
+
 /// Attributes that say the data set is an image; an image needs one of the pixel data elements.
 const IMAGE_PIXEL_ATTRIBUTES: [Tag; 3] = [tags::ROWS, tags::COLUMNS, tags::BITS_ALLOCATED];
 const PIXEL_DATA_ELEMENTS: [Tag; 3] = [tags::PIXEL_DATA, tags::FLOAT_PIXEL_DATA, tags::DOUBLE_FLOAT_PIXEL_DATA];
@@ -95,7 +132,12 @@ fn check_complete(obj: &InMemDicomObject) -> Result<(), FormatError> {
     Ok(())
 }
 
-pub fn parse(bytes: &[u8], ctx: &IngestContext, labels: &mut LabelSet) -> Result<Vec<PartInfo>, FormatError> {
+pub fn parse(
+    bytes: &[u8],
+    ctx: &IngestContext,
+    labels: &mut LabelSet,
+    birth_date: &mut Option<Date>,
+) -> Result<Vec<PartInfo>, FormatError> {
     let obj = read(bytes)?;
     check_complete(&obj)?;
     labels.add("type", "ImagingStudy");
@@ -104,6 +146,12 @@ pub fn parse(bytes: &[u8], ctx: &IngestContext, labels: &mut LabelSet) -> Result
     }
     if let Some(body_part) = text(&obj, tags::BODY_PART_EXAMINED) {
         labels.add("bodypart", &body_part.to_uppercase());
+    }
+    let descriptions: Vec<String> =
+        [tags::STUDY_DESCRIPTION, tags::SERIES_DESCRIPTION].iter().filter_map(|tag| text(&obj, *tag)).collect();
+    let descriptions: Vec<&str> = descriptions.iter().map(String::as_str).collect();
+    for term in study_terms(&descriptions, &text(&obj, tags::PATIENT_NAME).unwrap_or_default()) {
+        labels.add("studyterm", &term);
     }
     let meta_sop_class = obj.meta().media_storage_sop_class_uid().trim_end_matches(['\0', ' ']).to_owned();
     if let Some(sop_class) = text(&obj, tags::SOP_CLASS_UID).or((!meta_sop_class.is_empty()).then_some(meta_sop_class))
@@ -119,7 +167,9 @@ pub fn parse(bytes: &[u8], ctx: &IngestContext, labels: &mut LabelSet) -> Result
     let study_date = text(&obj, tags::STUDY_DATE)
         .and_then(|d| Date::parse(&d))
         .unwrap_or_else(|| Date::from_millis(ctx.now.as_millis()));
-    let age = match text(&obj, tags::PATIENT_BIRTH_DATE).and_then(|d| Date::parse(&d)) {
+    let birth = text(&obj, tags::PATIENT_BIRTH_DATE).and_then(|d| Date::parse(&d));
+    *birth_date = birth;
+    let age = match birth {
         Some(birth) => birth.age_at(study_date),
         None => text(&obj, tags::PATIENT_AGE).and_then(|a| age_in_years(&a)),
     };
@@ -155,7 +205,7 @@ mod tests {
         let ctx =
             IngestContext { institution: "h", now: Timestamp::from_millis(1_764_000_000_000), document_category: None };
         let mut labels = LabelSet::default();
-        let parts = parse(&file_with(elements), &ctx, &mut labels).unwrap();
+        let parts = parse(&file_with(elements), &ctx, &mut labels, &mut None).unwrap();
         assert_eq!(parts, [PartInfo { index: 0, category: PartCategory::Image, resource_type: "DICOM".into() }]);
         labels.into_sorted().iter().map(ToString::to_string).collect()
     }
@@ -196,13 +246,48 @@ mod tests {
         check(&[(tags::PATIENT_AGE, VR::AS, "006M")], &["ageband:0-4"]);
         check(&[(tags::PATIENT_AGE, VR::AS, "093Y")], &["ageband:90+"]);
         check(&[(tags::PATIENT_AGE, VR::AS, "old")], &[]);
+        // Words of the descriptions, without stop-words, short words, numbers and the name.
+        check(
+            &[
+                (tags::STUDY_DESCRIPTION, VR::LO, "CT THORAX W/O CONTRAST"),
+                (tags::SERIES_DESCRIPTION, VR::LO, "Axial 5mm lung, with Contrast 2024"),
+            ],
+            &["studyterm:5mm", "studyterm:axial", "studyterm:contrast", "studyterm:lung", "studyterm:thorax"],
+        );
+        check(
+            &[(tags::STUDY_DESCRIPTION, VR::LO, "MRI knee Jane DOE"), (tags::PATIENT_NAME, VR::PN, "Doe^Jane")],
+            &["studyterm:knee", "studyterm:mri"],
+        );
+        check(&[(tags::SERIES_DESCRIPTION, VR::LO, "Übersicht thorax_ap")], &["studyterm:thorax"]);
+    }
+
+    #[test]
+    fn study_terms_of_descriptions() {
+        let check = |descriptions: &[&str], name: &str, expected: &[&str]| {
+            assert_eq!(study_terms(descriptions, name), expected, "{descriptions:?}");
+        };
+        check(&["Chest PA and lateral", "PA"], "", &["chest", "lateral"]);
+        check(&["the and for of without"], "", &[]);
+        check(&["knee knee KNEE"], "", &["knee"]);
+        check(&["Head-Neck CTA"], "", &["head", "neck", "cta"]);
+        check(&["Frau Müller Schädel"], "Müller^Anna", &["frau"]);
+        check(&["Smith follow up"], "SMITH^JOHN", &["follow"]);
+        check(&["123 4567 20240101 t1w"], "", &["t1w"]);
+        check(&[""], "", &[]);
+        check(&[], "", &[]);
+        let many: Vec<String> = (0..30).map(|i| format!("word{i}")).collect();
+        let many = many.join(" ");
+        let got = study_terms(&[many.as_str()], "");
+        assert_eq!(got.len(), MAX_STUDY_TERMS);
+        assert_eq!(got.first().map(String::as_str), Some("word0"));
+        assert_eq!(got.last().map(String::as_str), Some("word19"));
     }
 
     #[test]
     fn files_missing_mandatory_attributes_are_refused() {
         let ctx = IngestContext { institution: "h", now: Timestamp::from_millis(0), document_category: None };
         let check = |bytes: Vec<u8>, expected: Result<(), &str>| {
-            let got = parse(&bytes, &ctx, &mut LabelSet::default()).map(drop).map_err(|e| e.to_string());
+            let got = parse(&bytes, &ctx, &mut LabelSet::default(), &mut None).map(drop).map_err(|e| e.to_string());
             assert_eq!(got, expected.map_err(str::to_owned));
         };
         check(file_with(&[]), Ok(()));

@@ -397,8 +397,9 @@ fn allow_list(resource_type: &str) -> Option<&'static [(&'static str, Kind)]> {
 /// Terminologies whose codings survive anonymization. A coding of any other system (a local
 /// system could carry anything) is dropped.
 fn known_terminology(system: &str) -> bool {
-    const EXACT: [&str; 9] = [
+    const EXACT: [&str; 10] = [
         "http://snomed.info/sct",
+        "http://dicom.nema.org/resources/ontology/DCM",
         "http://loinc.org",
         "http://www.nlm.nih.gov/research/umls/rxnorm",
         "http://hl7.org/fhir/sid/icd-10",

@@ -5,11 +5,12 @@
 pub mod deid;
 pub mod staff;
 
+use kura_core::labels::Label;
 use kura_core::record::{CategorySet, PartCategory};
 use serde_json::{Map, Value};
 
-use crate::labels::{Date, LabelSet, age_band};
-use crate::{FormatError, IngestContext, PartInfo};
+use crate::labels::{Date, LabelSet, age_band, system_for_url};
+use crate::{FormatError, IngestContext, ObservedValue, PartInfo};
 
 /// The part category of a FHIR resource type. This table is normative (DESIGN.md section 2):
 ///
@@ -103,14 +104,42 @@ fn resources(value: &Value) -> Result<Vec<&Value>, FormatError> {
 const CODED_ELEMENTS: [&str; 6] =
     ["code", "vaccineCode", "medicationCodeableConcept", "type", "bodySite", "reasonCode"];
 
+/// Elements holding clinical CodeableConcepts only in some resource types, besides
+/// [`CODED_ELEMENTS`]: the categories of other types (CarePlan, Procedure) would mislabel the
+/// record, and an Observation's coded result and interpretation are what cohorts are selected
+/// by.
+fn coded_elements_of_type(resource_type: &str) -> &'static [&'static str] {
+    match resource_type {
+        "Condition" | "DiagnosticReport" => &["category"],
+        "Observation" => &["category", "valueCodeableConcept", "interpretation"],
+        "ImagingStudy" => &["procedureCode"],
+        _ => &[],
+    }
+}
+
+/// Lists of backbone elements whose items hold coded elements, by resource type: an
+/// Observation's components (the systolic and diastolic parts of a blood pressure panel) and
+/// the substances and manifestations of an allergy's reactions.
+fn coded_items_of_type(resource_type: &str) -> Option<(&'static str, &'static [&'static str])> {
+    match resource_type {
+        "Observation" => Some(("component", &["code", "valueCodeableConcept", "interpretation"])),
+        "AllergyIntolerance" => Some(("reaction", &["substance", "manifestation"])),
+        _ => None,
+    }
+}
+
+/// The system URL and code of a Coding, when both are strings.
+fn system_and_code(coding: &Value) -> Option<(&str, &str)> {
+    Some((coding.get("system")?.as_str()?, coding.get("code")?.as_str()?))
+}
+
+/// A CodeableConcept, or a list of them, becomes the labels of its codings.
 fn add_codings(concept: &Value, labels: &mut LabelSet) {
     match concept {
         Value::Array(concepts) => concepts.iter().for_each(|c| add_codings(c, labels)),
         Value::Object(concept) => {
             for coding in concept.get("coding").and_then(Value::as_array).into_iter().flatten() {
-                if let (Some(system), Some(code)) =
-                    (coding.get("system").and_then(Value::as_str), coding.get("code").and_then(Value::as_str))
-                {
+                if let Some((system, code)) = system_and_code(coding) {
                     labels.add_coding(system, code);
                 }
             }
@@ -120,32 +149,88 @@ fn add_codings(concept: &Value, labels: &mut LabelSet) {
     }
 }
 
+/// The DICOM code system, which ImagingStudy modalities are drawn from.
+const DICOM_CODE_SYSTEM: &str = "http://dicom.nema.org/resources/ontology/DCM";
+
+/// An ImagingStudy's modalities (a list of Codings, and one Coding per series) and the body
+/// sites of its series, labelled like a DICOM file's: `modality:DX`, `bodypart:ARM` (the
+/// display, else the code, upper-cased), and the body site's coding itself (`snomed:40983000`).
+fn add_imaging_study_labels(study: &Value, labels: &mut LabelSet) {
+    let add_modality = |coding: &Value, labels: &mut LabelSet| {
+        let system = coding.get("system").and_then(Value::as_str);
+        if let (None | Some(DICOM_CODE_SYSTEM), Some(code)) = (system, coding.get("code").and_then(Value::as_str)) {
+            labels.add("modality", code);
+        }
+    };
+    for coding in study.get("modality").and_then(Value::as_array).into_iter().flatten() {
+        add_modality(coding, labels);
+    }
+    for series in study.get("series").and_then(Value::as_array).into_iter().flatten() {
+        if let Some(coding) = series.get("modality") {
+            add_modality(coding, labels);
+        }
+        let Some(body_site) = series.get("bodySite") else { continue };
+        if let Some((system, code)) = system_and_code(body_site) {
+            labels.add_coding(system, code);
+        }
+        let display = body_site.get("display").and_then(Value::as_str).map(str::trim).filter(|d| !d.is_empty());
+        let added = display.is_some_and(|d| labels.add("bodypart", &d.to_uppercase()));
+        if !added && let Some(code) = body_site.get("code").and_then(Value::as_str) {
+            labels.add("bodypart", &code.to_uppercase());
+        }
+    }
+}
+
 fn add_resource_labels(resource: &Value, labels: &mut LabelSet) {
     let rt = resource_type(resource);
     labels.add("type", rt);
-    for element in CODED_ELEMENTS {
+    for element in CODED_ELEMENTS.iter().chain(coded_elements_of_type(rt)) {
         if let Some(concept) = resource.get(element) {
             add_codings(concept, labels);
         }
     }
-    // Only these two resource types have categories drawn from clinical code systems; the
-    // categories of others (CarePlan, Procedure) would mislabel the record.
-    if matches!(rt, "Condition" | "Observation")
-        && let Some(category) = resource.get("category")
-    {
-        add_codings(category, labels);
-    }
-    // An Observation's coded result and its components (the systolic and diastolic parts of a
-    // blood pressure panel) are what cohorts are selected by.
-    if rt == "Observation" {
-        if let Some(value) = resource.get("valueCodeableConcept") {
-            add_codings(value, labels);
-        }
-        for component in resource.get("component").and_then(Value::as_array).into_iter().flatten() {
-            if let Some(code) = component.get("code") {
-                add_codings(code, labels);
+    if let Some((list, elements)) = coded_items_of_type(rt) {
+        for item in resource.get(list).and_then(Value::as_array).into_iter().flatten() {
+            for element in elements {
+                if let Some(concept) = item.get(element) {
+                    add_codings(concept, labels);
+                }
             }
         }
+    }
+    if rt == "ImagingStudy" {
+        add_imaging_study_labels(resource, labels);
+    }
+}
+
+/// What an observation (or a component) measured, as the label its value is indexed under: its
+/// first LOINC coding, else its first SNOMED CT one.
+fn measured_code(concept: &Value) -> Option<Label> {
+    let codings = concept.get("coding")?.as_array()?;
+    ["loinc", "snomed"].into_iter().find_map(|wanted| {
+        codings.iter().filter_map(system_and_code).find_map(|(system, code)| {
+            (system_for_url(system) == Some(wanted)).then(|| Label::new(wanted, code).ok()).flatten()
+        })
+    })
+}
+
+/// The numeric results of an Observation: its `valueQuantity` and its components'. A value
+/// whose code has no LOINC or SNOMED CT coding could not be searched for and is skipped, as is
+/// a non-finite number.
+fn add_observed_values(resource: &Value, values: &mut Vec<ObservedValue>) {
+    if resource_type(resource) != "Observation" {
+        return;
+    }
+    let components = resource.get("component").and_then(Value::as_array).into_iter().flatten();
+    for holder in std::iter::once(resource).chain(components) {
+        let Some(quantity) = holder.get("valueQuantity") else { continue };
+        let Some(value) = quantity.get("value").and_then(Value::as_f64).filter(|v| v.is_finite()) else { continue };
+        let Some(code) = holder.get("code").and_then(measured_code) else { continue };
+        let unit = ["code", "unit"]
+            .into_iter()
+            .find_map(|key| quantity.get(key).and_then(Value::as_str).map(str::trim).filter(|u| !u.is_empty()))
+            .unwrap_or_default();
+        values.push(ObservedValue { code, value, unit: unit.to_owned() });
     }
 }
 
@@ -159,7 +244,13 @@ fn record_dates(resource: &Value) -> Vec<Date> {
     raw.into_iter().flatten().filter_map(Value::as_str).filter_map(Date::parse).collect()
 }
 
-pub fn parse(bytes: &[u8], ctx: &IngestContext, labels: &mut LabelSet) -> Result<Vec<PartInfo>, FormatError> {
+pub fn parse(
+    bytes: &[u8],
+    ctx: &IngestContext,
+    labels: &mut LabelSet,
+    values: &mut Vec<ObservedValue>,
+    birth_date: &mut Option<Date>,
+) -> Result<Vec<PartInfo>, FormatError> {
     let value = parse_json(bytes)?;
     let resources = resources(&value)?;
     let mut parts = Vec::with_capacity(resources.len());
@@ -170,6 +261,7 @@ pub fn parse(bytes: &[u8], ctx: &IngestContext, labels: &mut LabelSet) -> Result
         let index = u32::try_from(index).map_err(|_| FormatError::Unsupported("more than 2^32 entries".into()))?;
         parts.push(PartInfo { index, category: category_of_resource_type(rt), resource_type: rt.to_owned() });
         add_resource_labels(resource, labels);
+        add_observed_values(resource, values);
         if rt == "Patient" {
             if let Some(sex @ ("male" | "female" | "other")) = resource.get("gender").and_then(Value::as_str) {
                 labels.add("sex", sex);
@@ -179,6 +271,7 @@ pub fn parse(bytes: &[u8], ctx: &IngestContext, labels: &mut LabelSet) -> Result
         latest = latest.max(record_dates(resource).into_iter().max());
     }
     let at = latest.unwrap_or_else(|| Date::from_millis(ctx.now.as_millis()));
+    *birth_date = births.first().copied();
     for birth in births {
         if let Some(age) = birth.age_at(at) {
             labels.add("ageband", &age_band(age));
@@ -310,7 +403,7 @@ mod tests {
 
     fn labels_of(resource: Value) -> Result<Vec<String>, FormatError> {
         let mut labels = LabelSet::default();
-        parse(&serde_json::to_vec(&resource).unwrap(), &ctx(), &mut labels)?;
+        parse(&serde_json::to_vec(&resource).unwrap(), &ctx(), &mut labels, &mut Vec::new(), &mut None)?;
         Ok(labels.into_sorted().iter().map(ToString::to_string).collect())
     }
 
@@ -387,6 +480,226 @@ mod tests {
         );
     }
 
+    /// A CodeableConcept with one coding per `system|code` pair.
+    fn concept(codings: &[&str]) -> Value {
+        fn system(short: &str) -> &str {
+            match short {
+                "snomed" => "http://snomed.info/sct",
+                "loinc" => "http://loinc.org",
+                "rxnorm" => "http://www.nlm.nih.gov/research/umls/rxnorm",
+                "icd10" => "http://hl7.org/fhir/sid/icd-10-cm",
+                "cvx" => "http://hl7.org/fhir/sid/cvx",
+                "atc" => "http://www.whocc.no/atc",
+                "v3" => "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation",
+                other => other,
+            }
+        }
+        let codings: Vec<Value> = codings
+            .iter()
+            .map(|c| {
+                let (short, code) = c.split_once('|').unwrap();
+                json!({"system": system(short), "code": code, "display": "shown"})
+            })
+            .collect();
+        json!({"coding": codings, "text": "free text"})
+    }
+
+    #[test]
+    fn codings_by_resource_type() {
+        let check = |resource: Value, expected: &[&str]| {
+            let rt = resource["resourceType"].as_str().unwrap().to_owned();
+            let got: Vec<String> =
+                labels_of(resource.clone()).unwrap().into_iter().filter(|l| !l.starts_with("type:")).collect();
+            assert_eq!(got, expected, "{rt}: {resource}");
+        };
+        check(
+            json!({"resourceType": "Condition", "code": concept(&["snomed|44054006", "icd10|E11.65"]),
+                   "category": [concept(&["snomed|439401001"])], "bodySite": [concept(&["snomed|368209003"])],
+                   "severity": concept(&["snomed|24484000"])}),
+            &["icd10:E11", "icd10:E11.6", "icd10:E11.65", "snomed:368209003", "snomed:439401001", "snomed:44054006"],
+        );
+        check(
+            json!({"resourceType": "Observation", "code": concept(&["loinc|85354-9"]),
+                   "category": [concept(&["snomed|386053000"])],
+                   "valueCodeableConcept": concept(&["snomed|266919005"]),
+                   "interpretation": [concept(&["snomed|75540009", "v3|H"])],
+                   "component": [
+                       {"code": concept(&["loinc|8480-6"]), "interpretation": [concept(&["snomed|281302008"])]},
+                       {"code": concept(&["loinc|8462-4"]), "valueCodeableConcept": concept(&["snomed|17621005"])},
+                   ],
+                   "method": concept(&["snomed|37931006"])}),
+            &[
+                "loinc:8462-4",
+                "loinc:8480-6",
+                "loinc:85354-9",
+                "snomed:17621005",
+                "snomed:266919005",
+                "snomed:281302008",
+                "snomed:386053000",
+                "snomed:75540009",
+            ],
+        );
+        for rt in ["MedicationRequest", "MedicationStatement", "MedicationAdministration"] {
+            check(
+                json!({"resourceType": rt, "medicationCodeableConcept": concept(&["rxnorm|860975", "atc|A10BA02"]),
+                       "reasonCode": [concept(&["snomed|44054006"])]}),
+                &["atc:A10BA02", "rxnorm:860975", "snomed:44054006"],
+            );
+        }
+        check(json!({"resourceType": "Medication", "code": concept(&["rxnorm|860975"])}), &["rxnorm:860975"]);
+        check(
+            json!({"resourceType": "Procedure", "code": concept(&["snomed|73761001"]),
+                   "reasonCode": [concept(&["icd10|K63.5"])], "bodySite": [concept(&["snomed|71854001"])],
+                   "category": concept(&["snomed|387713003"])}),
+            &["icd10:K63", "icd10:K63.5", "snomed:71854001", "snomed:73761001"],
+        );
+        check(json!({"resourceType": "Immunization", "vaccineCode": concept(&["cvx|140"])}), &["cvx:140"]);
+        check(
+            json!({"resourceType": "DiagnosticReport", "code": concept(&["loinc|57698-3"]),
+                   "category": [concept(&["loinc|LP29684-5", "http://terminology.hl7.org/CodeSystem/v2-0074|LAB"])]}),
+            &["loinc:57698-3", "loinc:LP29684-5"],
+        );
+        check(
+            json!({"resourceType": "Encounter", "type": [concept(&["snomed|185349003"])],
+                   "reasonCode": [concept(&["snomed|195662009"])], "class": {"code": "AMB"}}),
+            &["snomed:185349003", "snomed:195662009"],
+        );
+        check(
+            json!({"resourceType": "AllergyIntolerance", "code": concept(&["snomed|91935009"]),
+            "category": ["food"],
+            "reaction": [
+                {"substance": concept(&["rxnorm|1191"]), "manifestation": [concept(&["snomed|39579001"]), concept(&["snomed|271807003"])]},
+                {"manifestation": "not a list"},
+                "not an object",
+            ]}),
+            &["rxnorm:1191", "snomed:271807003", "snomed:39579001", "snomed:91935009"],
+        );
+        check(
+            json!({"resourceType": "ImagingStudy",
+            "modality": [{"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "CT"}],
+            "procedureCode": [concept(&["loinc|24627-2"])], "reasonCode": [concept(&["snomed|233604007"])],
+            "series": [
+                {"modality": {"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "DX"},
+                 "bodySite": {"system": "http://snomed.info/sct", "code": "40983000", "display": "Arm"}},
+                {"modality": {"code": "MR"},
+                 "bodySite": {"system": "http://snomed.info/sct", "code": "51185008", "display": "Thoracic structure"}},
+                {"modality": {"system": "http://example.org/other", "code": "XX"},
+                 "bodySite": {"code": "chest"}},
+                {"modality": "CT", "bodySite": {"display": "  "}},
+            ]}),
+            &[
+                "bodypart:51185008",
+                "bodypart:ARM",
+                "bodypart:CHEST",
+                "loinc:24627-2",
+                "modality:CT",
+                "modality:DX",
+                "modality:MR",
+                "snomed:233604007",
+                "snomed:40983000",
+                "snomed:51185008",
+            ],
+        );
+        // Categories of other resource types are not clinical codes, nor are codings of
+        // systems Kura does not index.
+        check(json!({"resourceType": "CarePlan", "category": [concept(&["snomed|53950000"])]}), &[]);
+        check(json!({"resourceType": "Condition", "code": concept(&["http://example.org/local|X1"])}), &[]);
+    }
+
+    fn values_of(resource: Value) -> Vec<(String, f64, String)> {
+        let mut values = Vec::new();
+        parse(&serde_json::to_vec(&resource).unwrap(), &ctx(), &mut LabelSet::default(), &mut values, &mut None)
+            .unwrap();
+        values.into_iter().map(|v| (v.code.to_string(), v.value, v.unit)).collect()
+    }
+
+    #[test]
+    fn numeric_values_of_observations() {
+        let check = |resource: Value, expected: &[(&str, f64, &str)]| {
+            let expected: Vec<(String, f64, String)> =
+                expected.iter().map(|(c, v, u)| ((*c).to_owned(), *v, (*u).to_owned())).collect();
+            assert_eq!(values_of(resource.clone()), expected, "{resource}");
+        };
+        let quantity = |value: Value, unit: &str, code: &str| json!({"value": value, "unit": unit, "system": "http://unitsofmeasure.org", "code": code});
+        check(
+            json!({"resourceType": "Observation", "code": concept(&["loinc|4548-4"]),
+                   "valueQuantity": quantity(json!(7.2), "%", "%")}),
+            &[("loinc:4548-4", 7.2, "%")],
+        );
+        // LOINC first even when SNOMED CT comes first; else SNOMED CT; else nothing.
+        check(
+            json!({"resourceType": "Observation", "code": concept(&["snomed|60621009", "http://example.org|x", "loinc|39156-5", "loinc|0-0"]),
+                   "valueQuantity": quantity(json!(31), "kg/m2", "kg/m2")}),
+            &[("loinc:39156-5", 31.0, "kg/m2")],
+        );
+        check(
+            json!({"resourceType": "Observation", "code": concept(&["http://example.org|x", "snomed|60621009"]),
+                   "valueQuantity": {"value": -2.5, "unit": "kg/m2"}}),
+            &[("snomed:60621009", -2.5, "kg/m2")],
+        );
+        check(
+            json!({"resourceType": "Observation", "code": concept(&["http://example.org|x"]),
+                   "valueQuantity": quantity(json!(1), "x", "x")}),
+            &[],
+        );
+        // The blood pressure panel: one value per component, the panel itself has none.
+        check(
+            json!({"resourceType": "Observation", "code": concept(&["loinc|85354-9"]),
+            "component": [
+                {"code": concept(&["loinc|8480-6"]), "valueQuantity": quantity(json!(142), "mmHg", "mm[Hg]")},
+                {"code": concept(&["loinc|8462-4"]), "valueQuantity": quantity(json!(91), "mmHg", "mm[Hg]")},
+                {"code": concept(&["loinc|8867-4"]), "valueCodeableConcept": concept(&["snomed|1"])},
+                {"valueQuantity": quantity(json!(1), "x", "x")},
+            ]}),
+            &[("loinc:8480-6", 142.0, "mm[Hg]"), ("loinc:8462-4", 91.0, "mm[Hg]")],
+        );
+        // The unit: the UCUM code, else the unit text, else empty.
+        check(
+            json!({"resourceType": "Observation", "code": concept(&["loinc|2339-0"]),
+                   "valueQuantity": {"value": 5, "unit": "mg/dL", "code": " "}}),
+            &[("loinc:2339-0", 5.0, "mg/dL")],
+        );
+        check(
+            json!({"resourceType": "Observation", "code": concept(&["loinc|2339-0"]), "valueQuantity": {"value": 5}}),
+            &[("loinc:2339-0", 5.0, "")],
+        );
+        // Values that are no numbers, results that are no quantities, and other resources.
+        for value in [json!("7.2"), json!(null), json!([7.2]), json!({"value": 1})] {
+            check(
+                json!({"resourceType": "Observation", "code": concept(&["loinc|4548-4"]),
+                       "valueQuantity": {"value": value, "unit": "%"}}),
+                &[],
+            );
+        }
+        check(
+            json!({"resourceType": "Observation", "code": concept(&["loinc|4548-4"]), "valueInteger": 7,
+                   "valueQuantity": "7 %"}),
+            &[],
+        );
+        check(
+            json!({"resourceType": "Condition", "code": concept(&["loinc|4548-4"]), "valueQuantity": quantity(json!(7), "%", "%")}),
+            &[],
+        );
+        check(
+            json!({"resourceType": "Bundle", "entry": [
+                {"resource": {"resourceType": "Observation", "code": concept(&["loinc|8302-2"]), "valueQuantity": quantity(json!(170.5), "cm", "cm")}},
+                {"resource": {"resourceType": "Observation", "code": concept(&["loinc|8302-2"]), "valueQuantity": quantity(json!(171), "cm", "cm")}},
+            ]}),
+            &[("loinc:8302-2", 170.5, "cm"), ("loinc:8302-2", 171.0, "cm")],
+        );
+    }
+
+    #[test]
+    fn numbers_beyond_f64_are_refused_or_skipped() {
+        // serde_json refuses a number too large for an f64 rather than making it infinite.
+        let bytes =
+            br#"{"resourceType": "Observation", "code": {"coding": [{"system": "http://loinc.org", "code": "1-8"}]},
+            "valueQuantity": {"value": 1e400}}"#;
+        let mut values = Vec::new();
+        assert!(parse(bytes, &ctx(), &mut LabelSet::default(), &mut values, &mut None).is_err());
+        assert!(values.is_empty());
+    }
+
     #[test]
     fn sex_and_age_band_of_the_patient() {
         let check = |resources: Vec<Value>, expected: &[&str]| {
@@ -422,7 +735,7 @@ mod tests {
     fn content_that_is_not_fhir_is_refused_clearly() {
         let check = |bytes: &[u8], expected: &str| {
             let mut labels = LabelSet::default();
-            let err = parse(bytes, &ctx(), &mut labels).unwrap_err();
+            let err = parse(bytes, &ctx(), &mut labels, &mut Vec::new(), &mut None).unwrap_err();
             assert_eq!(err.to_string(), expected, "{}", String::from_utf8_lossy(bytes));
         };
         check(b"{\"resourceType\": ", "malformed content: not valid JSON (line 1, column 17)");
@@ -452,7 +765,7 @@ mod tests {
         let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
         let err = {
             let mut labels = LabelSet::default();
-            parse(deep.as_bytes(), &ctx(), &mut labels).unwrap_err().to_string()
+            parse(deep.as_bytes(), &ctx(), &mut labels, &mut Vec::new(), &mut None).unwrap_err().to_string()
         };
         assert!(err.starts_with("malformed content: not valid JSON"), "{err}");
     }
@@ -465,7 +778,8 @@ mod tests {
             {"resource": {"resourceType": "Observation"}},
         ]});
         let mut labels = LabelSet::default();
-        let parts = parse(&serde_json::to_vec(&bundle).unwrap(), &ctx(), &mut labels).unwrap();
+        let parts =
+            parse(&serde_json::to_vec(&bundle).unwrap(), &ctx(), &mut labels, &mut Vec::new(), &mut None).unwrap();
         let got: Vec<(u32, PartCategory, &str)> =
             parts.iter().map(|p| (p.index, p.category, p.resource_type.as_str())).collect();
         assert_eq!(got, [(0, PartCategory::Other, "Patient"), (1, PartCategory::Observation, "Observation")]);

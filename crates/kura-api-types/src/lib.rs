@@ -430,6 +430,9 @@ pub struct GrantView {
     pub revoked_at: Option<String>,
     pub active: bool,
     pub purpose: String,
+    /// The study a grant made by accepting a usage request belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub study: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -519,4 +522,195 @@ pub struct Health {
     pub status: String,
     pub database: String,
     pub version: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Research: preferences, studies, search, usage requests, inbox, webhooks
+
+/// A party's opt-ins; both default to off.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct PreferencesBody {
+    /// Findable by research search (as a handle, never by name).
+    pub discoverable: bool,
+    /// Counted in aggregate statistics.
+    pub contribute_statistics: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreateStudyRequest {
+    pub title: String,
+    pub purpose: String,
+    /// The ethics committee's approval reference.
+    pub ethics_reference: String,
+    pub contact: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StudyView {
+    pub id: String,
+    pub org: String,
+    pub title: String,
+    pub purpose: String,
+    pub ethics_reference: String,
+    pub contact: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StudyList {
+    pub studies: Vec<StudyView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SearchRequest {
+    pub study: String,
+    /// The query: the compact text form (`"snomed:44054006 AND sex:female AND age:40..60"`) or
+    /// the JSON form (`{"all": [{"label": "snomed:44054006"}, {"age": {"min": 40}}]}`).
+    #[schema(value_type = Object)]
+    pub query: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SearchResponse {
+    /// The query in canonical text form.
+    pub query: String,
+    /// The number of matching people, when at least the disclosure threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    /// Set instead of `count` when fewer than this many match; no handles are given then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fewer_than: Option<u64>,
+    /// One handle per matching person, unlinkable across studies.
+    pub handles: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RewardBody {
+    pub amount: String,
+    pub currency: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreateUsageRequests {
+    pub study: String,
+    pub handles: Vec<String>,
+    pub scope: Vec<Category>,
+    pub actions: Vec<GrantAction>,
+    #[serde(default)]
+    pub anonymization: Anonymization,
+    /// How long the grant lasts once accepted.
+    pub days: i64,
+    #[serde(default)]
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reward: Option<RewardBody>,
+    /// Owners answer within this many days (default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer_within_days: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct UsageRequestView {
+    pub id: String,
+    pub study: String,
+    pub study_title: String,
+    pub study_purpose: String,
+    pub ethics_reference: String,
+    /// The research organisation asking.
+    pub requested_by_org: String,
+    pub handle: String,
+    pub scope: Vec<Category>,
+    pub actions: Vec<GrantAction>,
+    pub anonymization: Anonymization,
+    pub days: i64,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reward: Option<RewardBody>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reward_state: Option<String>,
+    /// `pending`, `accepted`, `declined`, `withdrawn` or `expired`.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<String>,
+    pub answer_by: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct UsageRequestList {
+    pub requests: Vec<UsageRequestView>,
+}
+
+/// An owner's answer. Accepting may narrow what was asked, never widen it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AnswerRequest {
+    pub accept: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<Vec<Category>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actions: Option<Vec<GrantAction>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anonymization: Option<Anonymization>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub days: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NotificationView {
+    pub seq: i64,
+    pub id: String,
+    pub recipient: String,
+    pub kind: String,
+    pub about: String,
+    pub message: String,
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Inbox {
+    pub notifications: Vec<NotificationView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreateWebhookRequest {
+    /// Where notifications to the caller's organisation are POSTed.
+    pub url: String,
+}
+
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+pub struct WebhookView {
+    pub id: String,
+    pub url: String,
+    /// The HMAC-SHA256 key of the `kura-signature` header; shown once, at creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+impl std::fmt::Debug for WebhookView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookView").field("id", &self.id).field("url", &self.url).finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DeliveryView {
+    pub id: String,
+    pub notification: String,
+    pub attempts: i64,
+    /// `pending`, `delivered` or `failed`.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_status: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    pub next_attempt_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DeliveryList {
+    pub deliveries: Vec<DeliveryView>,
 }

@@ -160,6 +160,31 @@ impl Client {
         self.send(self.request(Method::POST, self.url(segments)?).json(body)).await
     }
 
+    pub async fn put<B: Serialize + ?Sized>(&self, segments: &[&str], body: &B) -> Result<Value> {
+        self.send(self.request(Method::PUT, self.url(segments)?).json(body)).await
+    }
+
+    /// Opens a stream of server-sent events at `segments`, sending `Last-Event-ID` when given.
+    /// The answer is returned unread so that its body can be followed chunk by chunk; a refusal
+    /// comes back as the server's [`ApiFailure`].
+    pub async fn open_event_stream(&self, segments: &[&str], last_event_id: Option<&str>) -> Result<reqwest::Response> {
+        let mut request =
+            self.request(Method::GET, self.url(segments)?).header(reqwest::header::ACCEPT, "text/event-stream");
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        let response = request.send().await.map_err(|e| {
+            let what = if e.is_connect() { "cannot connect to" } else { "the request failed at" };
+            anyhow::anyhow!("{what} {}: {}", self.server(), root_cause(&e))
+        })?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response.bytes().await.unwrap_or_default();
+            return Err(ApiFailure::from_body(status, &body).into());
+        }
+        Ok(response)
+    }
+
     /// POST without a body (copy).
     pub async fn post_empty(&self, segments: &[&str]) -> Result<Value> {
         self.send(self.request(Method::POST, self.url(segments)?)).await

@@ -48,7 +48,7 @@ fn resolve(conn: &Connection) -> Result<(String, Option<Secret>)> {
 }
 
 /// A client that sends the caller's token (and `kura-act-as` when given).
-fn connect(conn: &Connection, act_as: Option<&ActAs>) -> Result<Client> {
+pub fn connect(conn: &Connection, act_as: Option<&ActAs>) -> Result<Client> {
     let (server, token) = resolve(conn)?;
     let Some(token) = token else {
         bail!("not logged in to {server}: run `kura login --username NAME`, or pass --token (or set KURA_TOKEN)");
@@ -63,7 +63,7 @@ fn connect_anonymously(conn: &Connection) -> Result<Client> {
 }
 
 /// Prints the answer as JSON, or hands it, decoded, to `human`.
-fn show<T: serde::de::DeserializeOwned>(json: bool, value: Value, human: impl FnOnce(T)) -> Result<ExitCode> {
+pub fn show<T: serde::de::DeserializeOwned>(json: bool, value: Value, human: impl FnOnce(T)) -> Result<ExitCode> {
     if json {
         if !value.is_null() {
             output::print_json(&value);
@@ -75,7 +75,7 @@ fn show<T: serde::de::DeserializeOwned>(json: bool, value: Value, human: impl Fn
 }
 
 /// For answers without a body: the JSON mode prints nothing, people get `message`.
-fn done(json: bool, message: &str) -> Result<ExitCode> {
+pub fn done(json: bool, message: &str) -> Result<ExitCode> {
     if !json {
         println!("{message}");
     }
@@ -99,10 +99,10 @@ async fn resolve_org(client: &Client, text: &str) -> Result<String> {
 /// Organisation names by their party text (`org:<id>`), so that listings for people name
 /// hospitals rather than ids. Empty when the list cannot be read; ids are shown then.
 #[derive(Default)]
-struct OrgNames(BTreeMap<String, String>);
+pub struct OrgNames(BTreeMap<String, String>);
 
 impl OrgNames {
-    async fn load(client: &Client, json: bool) -> Self {
+    pub async fn load(client: &Client, json: bool) -> Self {
         if json {
             return Self::default();
         }
@@ -114,11 +114,11 @@ impl OrgNames {
     }
 
     /// `Aoba General Hospital` for `org:<its id>`; anything else as it is.
-    fn party(&self, text: &str) -> String {
+    pub fn party(&self, text: &str) -> String {
         self.0.get(text).cloned().unwrap_or_else(|| text.to_owned())
     }
 
-    fn org(&self, id: &str) -> String {
+    pub fn org(&self, id: &str) -> String {
         self.party(&format!("org:{id}"))
     }
 }
@@ -551,7 +551,7 @@ fn content_bytes(record: &api::RecordView) -> Result<Vec<u8>> {
 // Grants and delegations
 
 /// A grant's scope for people: `all` when it covers every category.
-fn scope_summary(scope: &[api::Category]) -> String {
+pub fn scope_summary(scope: &[api::Category]) -> String {
     if scope.len() == values::CATEGORIES.len() { "all".to_owned() } else { comma_list(scope.iter().map(wire_name)) }
 }
 

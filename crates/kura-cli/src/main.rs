@@ -12,8 +12,10 @@ mod client;
 mod commands;
 mod deid;
 mod demo;
+mod inbox;
 mod local;
 mod output;
+mod research;
 mod secrets;
 mod session;
 mod upload;
@@ -74,6 +76,20 @@ enum Command {
     Totp(TotpArgs),
     /// De-identify a FHIR or DICOM file offline, or check one for residual identifiers.
     Deid(deid::DeidArgs),
+    /// Your research choices: whether research search may find you, and statistics.
+    Prefs(PrefsArgs),
+    /// Studies of your research organisation (researchers).
+    Study(StudyArgs),
+    /// Search for people who opted in to research: a count and one handle each (researchers).
+    Search(SearchArgs),
+    /// Usage requests: researchers ask owners for their records, owners answer.
+    Request(RequestArgs),
+    /// Your notifications, oldest first; `kura inbox read ID` marks one read.
+    Inbox(InboxArgs),
+    /// Follow your notifications live as they arrive, until interrupted.
+    Events(EventsArgs),
+    /// Webhooks: your organisation's notifications POSTed to a URL (staff, researchers).
+    Webhook(WebhookArgs),
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -524,6 +540,278 @@ enum TotpCommand {
     },
 }
 
+// ---------------------------------------------------------------------------------------------
+// Research, notifications and webhooks
+
+#[derive(Debug, Args)]
+struct PrefsArgs {
+    #[command(flatten)]
+    conn: Connection,
+    #[command(flatten)]
+    act_as: ActAs,
+    #[command(subcommand)]
+    command: PrefsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum PrefsCommand {
+    /// Show your choices (both are off until you turn them on).
+    #[command(after_help = "Example: kura prefs show")]
+    Show,
+    /// Change your choices; what you do not give stays as it is.
+    #[command(after_help = "Example: kura prefs set --discoverable true\n\
+        Patients set their own, agents set a patient's with --act-as, institution staff set their institution's.")]
+    #[command(group(clap::ArgGroup::new("changes").required(true).multiple(true)
+        .args(["discoverable", "contribute_statistics"])))]
+    Set {
+        /// Whether research search may find you (as a handle, never by name).
+        #[arg(long, action = clap::ArgAction::Set, value_parser = clap::value_parser!(bool), value_name = "true|false")]
+        discoverable: Option<bool>,
+        /// Whether you are counted in aggregate statistics.
+        #[arg(long, action = clap::ArgAction::Set, value_parser = clap::value_parser!(bool), value_name = "true|false")]
+        contribute_statistics: Option<bool>,
+    },
+}
+
+#[derive(Debug, Args)]
+struct StudyArgs {
+    #[command(flatten)]
+    conn: Connection,
+    #[command(subcommand)]
+    command: StudyCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum StudyCommand {
+    /// Register a study: what it is for and its ethics approval. Searches and requests belong to one.
+    #[command(after_help = "Example: kura study create --title \"Diabetes in women 40-60\" \\\n    \
+        --purpose \"Outcomes of type 2 diabetes\" --ethics-ref IRB-2026-017 --contact research@example.org")]
+    Create {
+        #[arg(long)]
+        title: String,
+        /// What the study is for; owners read it before answering a request.
+        #[arg(long)]
+        purpose: String,
+        /// The ethics committee's approval reference.
+        #[arg(long, value_name = "REF")]
+        ethics_ref: String,
+        /// Whom owners can contact about the study.
+        #[arg(long)]
+        contact: String,
+    },
+    /// The studies of your research organisation.
+    #[command(after_help = "Example: kura study list")]
+    List,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+    kura search --study S snomed:44054006 AND sex:female AND age:40..60\n  \
+    kura search --study S --query-json '{\"all\": [{\"label\": \"snomed:44054006\"}, {\"age\": {\"min\": 40}}]}'\n  \
+    kura search --study S --handles-only snomed:44054006 > handles.txt\n\n\
+    Only people who opted in (`kura prefs set --discoverable true`) are found. When fewer than the \
+    server's threshold match, only that is said and no handles are given. Handles belong to the \
+    study and cannot be linked across studies. Quote parentheses and comparisons for the shell.")]
+#[command(group(clap::ArgGroup::new("query_form").required(true).args(["query", "query_json"])))]
+struct SearchArgs {
+    /// The study the search is for.
+    #[arg(long, value_name = "ID")]
+    study: String,
+    /// The query in text form; the words are joined with spaces.
+    #[arg(value_name = "QUERY")]
+    query: Vec<String>,
+    /// The query in JSON form, e.g. '{"all": [{"label": "snomed:44054006"}]}'.
+    #[arg(long, value_name = "JSON", value_parser = research::json_query)]
+    query_json: Option<serde_json::Value>,
+    /// Print only the handles, one per line (for pipes; wins over --json).
+    #[arg(long)]
+    handles_only: bool,
+    /// Also write the handles to FILE, one per line (for `kura request send --handles-file`).
+    #[arg(long, value_name = "FILE")]
+    save: Option<PathBuf>,
+    #[command(flatten)]
+    conn: Connection,
+}
+
+#[derive(Debug, Args)]
+struct RequestArgs {
+    #[command(flatten)]
+    conn: Connection,
+    #[command(flatten)]
+    act_as: ActAs,
+    #[command(subcommand)]
+    command: RequestCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum RequestCommand {
+    /// Ask the owners behind handles to let the study use their records (researchers).
+    #[command(after_help = "Example: kura request send --study S --handles-file handles.txt \\\n    \
+        --scope condition,observation --actions view --anonymization pseudonymized --days 60 \\\n    \
+        --message \"We study outcomes of type 2 diabetes\" --reward-amount 20 --reward-currency EUR\n\n\
+        One request goes to each owner; several handles of the same person count once.")]
+    Send(Box<RequestSendArgs>),
+    /// Usage requests: to you (owners, agents with --act-as), or of a study (researchers, --study).
+    #[command(after_help = "Examples:\n  kura request list\n  kura request list --study S")]
+    List {
+        /// The study whose requests to list (researchers).
+        #[arg(long, value_name = "ID")]
+        study: Option<String>,
+    },
+    /// Accept or decline a request (owners). Accepting creates a grant bound to the study.
+    #[command(after_help = "Examples:\n  kura request answer R --accept\n  \
+        kura request answer R --accept --scope condition --anonymization anonymized --days 30\n  \
+        kura request answer R --decline\n\n\
+        Accepting may narrow what was asked (fewer categories or actions, stronger anonymization, \
+        fewer days), never widen it.")]
+    #[command(group(clap::ArgGroup::new("decision").required(true).args(["accept", "decline"])))]
+    Answer {
+        id: String,
+        /// Accept the request (as asked, or narrowed by the options below).
+        #[arg(long)]
+        accept: bool,
+        /// Decline the request.
+        #[arg(long)]
+        decline: bool,
+        /// Only these of the categories asked for, e.g. condition.
+        #[arg(long, value_delimiter = ',', value_parser = values::category, value_name = "CATEGORIES",
+            conflicts_with = "decline")]
+        scope: Option<Vec<api::Category>>,
+        /// Only these of the actions asked for.
+        #[arg(long, value_delimiter = ',', value_parser = values::grant_action, value_name = "ACTIONS",
+            conflicts_with = "decline")]
+        actions: Option<Vec<api::GrantAction>>,
+        /// A stronger anonymization than asked for: pseudonymized or anonymized.
+        #[arg(long, value_parser = values::anonymization, conflicts_with = "decline")]
+        anonymization: Option<api::Anonymization>,
+        /// Fewer days than asked for.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(1..), conflicts_with = "decline")]
+        days: Option<i64>,
+    },
+    /// Withdraw a request not yet answered (researchers).
+    #[command(after_help = "Example: kura request withdraw R")]
+    Withdraw { id: String },
+    /// Mark the reward of an accepted request as paid (researchers).
+    #[command(after_help = "Example: kura request paid R")]
+    Paid { id: String },
+    /// Confirm that you received the reward of a request (owners).
+    #[command(after_help = "Example: kura request confirm R")]
+    Confirm { id: String },
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("handles_from").required(true).args(["handles", "handles_file"])))]
+struct RequestSendArgs {
+    /// The study asking.
+    #[arg(long, value_name = "ID")]
+    study: String,
+    /// A handle from `kura search` (repeatable, or comma-separated).
+    #[arg(long = "handle", value_name = "HANDLE", value_delimiter = ',')]
+    handles: Vec<String>,
+    /// A file of handles, one per line, as `kura search --save` writes it (`-` reads stdin).
+    #[arg(long, value_name = "FILE")]
+    handles_file: Option<PathBuf>,
+    /// The categories asked for, e.g. condition,observation.
+    #[arg(long, required = true, value_delimiter = ',', value_parser = values::category, value_name = "CATEGORIES")]
+    scope: Vec<api::Category>,
+    /// The actions asked for: view, copy, move, delete, statistics.
+    #[arg(long, value_delimiter = ',', value_parser = values::grant_action, default_value = "view", value_name = "ACTIONS")]
+    actions: Vec<api::GrantAction>,
+    /// none, pseudonymized or anonymized.
+    #[arg(long, value_parser = values::anonymization, default_value = "none")]
+    anonymization: api::Anonymization,
+    /// How many days the grant lasts once accepted.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(1..))]
+    days: i64,
+    /// A message to the owners.
+    #[arg(long, default_value = "", value_name = "TEXT")]
+    message: String,
+    /// The reward offered to each owner who accepts, e.g. 20 (goes with --reward-currency).
+    #[arg(long, value_name = "AMOUNT")]
+    reward_amount: Option<String>,
+    /// The reward's currency, e.g. EUR (goes with --reward-amount).
+    #[arg(long, value_name = "CURRENCY")]
+    reward_currency: Option<String>,
+    /// What the reward is, in words.
+    #[arg(long, value_name = "TEXT")]
+    reward_description: Option<String>,
+    /// Owners answer within this many days [server default: 30].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(1..))]
+    answer_within_days: Option<i64>,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+#[command(
+    after_help = "Examples:\n  kura inbox\n  kura inbox --unread\n  kura inbox --after 120\n  kura inbox read ID\n\n\
+    Agents see the notifications of the patient they act for with --act-as."
+)]
+struct InboxArgs {
+    /// Only notifications after this sequence number.
+    #[arg(long, default_value_t = 0, value_name = "SEQ")]
+    after: i64,
+    /// Only notifications not yet marked read (with --json too).
+    #[arg(long)]
+    unread: bool,
+    #[command(flatten)]
+    conn: Connection,
+    #[command(flatten)]
+    act_as: ActAs,
+    #[command(subcommand)]
+    command: Option<InboxCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+enum InboxCommand {
+    /// Mark a notification read.
+    #[command(after_help = "Example: kura inbox read 0190d5c2-...")]
+    Read {
+        /// The notification's id (the ID column of `kura inbox`).
+        id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  kura events\n  kura events --last-event-id 120 --json\n\n\
+    Each notification is printed as it arrives (with --json, one JSON object per line). If the \
+    connection drops, it is opened again from the last event seen. Stop with Ctrl-C.")]
+struct EventsArgs {
+    /// First replay what came after this sequence number (sends Last-Event-ID).
+    #[arg(long, value_name = "SEQ")]
+    last_event_id: Option<i64>,
+    #[command(flatten)]
+    conn: Connection,
+    #[command(flatten)]
+    act_as: ActAs,
+}
+
+#[derive(Debug, Args)]
+struct WebhookArgs {
+    #[command(flatten)]
+    conn: Connection,
+    #[command(subcommand)]
+    command: WebhookCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum WebhookCommand {
+    /// Register a URL that receives your organisation's notifications by POST.
+    #[command(after_help = "Example: kura webhook create --url https://hooks.example.org/kura\n\n\
+        Each POST carries a kura-signature header: HMAC-SHA256 of the body with the secret, which \
+        is shown once, now.")]
+    Create {
+        /// An http:// or https:// URL.
+        #[arg(long)]
+        url: String,
+    },
+    /// The delivery log of a webhook: attempts, state, last status.
+    #[command(after_help = "Example: kura webhook deliveries W")]
+    Deliveries {
+        /// The webhook's id.
+        id: String,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -568,6 +856,13 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Audit(args) => commands::audit(args).await,
         Command::Totp(args) => commands::totp(args).await,
         Command::Deid(args) => deid::run(args),
+        Command::Prefs(args) => research::prefs(args).await,
+        Command::Study(args) => research::study(args).await,
+        Command::Search(args) => research::search(args).await,
+        Command::Request(args) => research::request(args).await,
+        Command::Inbox(args) => inbox::inbox(args).await,
+        Command::Events(args) => inbox::events(args).await,
+        Command::Webhook(args) => inbox::webhook(args).await,
     }
 }
 
@@ -626,6 +921,103 @@ mod tests {
             "image",
         ]);
         assert!(both.is_err());
+    }
+
+    #[test]
+    fn search_takes_query_words_between_options() {
+        let cli = Cli::try_parse_from([
+            "kura",
+            "search",
+            "--study",
+            "S",
+            "snomed:44054006",
+            "AND",
+            "sex:female",
+            "AND",
+            "age:40..60",
+            "--json",
+        ])
+        .unwrap();
+        let Command::Search(args) = cli.command else { panic!("not search") };
+        assert_eq!(args.study, "S");
+        assert_eq!(research::query_text(&args.query).unwrap(), "snomed:44054006 AND sex:female AND age:40..60");
+        assert!(args.conn.json && args.query_json.is_none());
+
+        let cli = Cli::try_parse_from(["kura", "search", "--study", "S", "--query-json", r#"{"label":"icd10:E11"}"#])
+            .unwrap();
+        let Command::Search(args) = cli.command else { panic!("not search") };
+        assert!(args.query.is_empty() && args.query_json.is_some());
+
+        assert!(Cli::try_parse_from(["kura", "search", "--study", "S"]).is_err());
+        assert!(Cli::try_parse_from(["kura", "search", "--study", "S", "x", "--query-json", "{}"]).is_err());
+        assert!(Cli::try_parse_from(["kura", "search", "--study", "S", "--query-json", "[1]"]).is_err());
+    }
+
+    #[test]
+    fn a_request_is_sent_to_handles_given_one_way() {
+        let base = ["kura", "request", "send", "--study", "S", "--scope", "condition,observation", "--days", "60"];
+        let parse = |extra: &[&str]| Cli::try_parse_from(base.iter().chain(extra.iter()));
+        let cli = parse(&["--handle", "h1", "--handle", "h2,h3", "--reward-amount", "20", "--reward-currency", "EUR"])
+            .unwrap();
+        let Command::Request(RequestArgs { command: RequestCommand::Send(args), .. }) = cli.command else {
+            panic!("not request send");
+        };
+        assert_eq!(args.handles, vec!["h1", "h2", "h3"]);
+        assert_eq!(args.scope, vec![api::Category::Condition, api::Category::Observation]);
+        assert_eq!(args.actions, vec![api::GrantAction::View]);
+        assert_eq!(args.days, 60);
+        assert!(parse(&["--handles-file", "handles.txt"]).is_ok());
+        assert!(parse(&[]).is_err());
+        assert!(parse(&["--handle", "h1", "--handles-file", "handles.txt"]).is_err());
+        assert!(parse(&["--handle", "h1", "--days", "0"]).is_err());
+    }
+
+    #[test]
+    fn an_answer_accepts_or_declines() {
+        let parse = |extra: &[&str]| Cli::try_parse_from(["kura", "request", "answer", "R"].iter().chain(extra.iter()));
+        let cli =
+            parse(&["--accept", "--scope", "condition", "--anonymization", "anonymized", "--days", "30"]).unwrap();
+        let Command::Request(RequestArgs { command: RequestCommand::Answer { accept, scope, days, .. }, .. }) =
+            cli.command
+        else {
+            panic!("not request answer");
+        };
+        assert!(accept);
+        assert_eq!(scope, Some(vec![api::Category::Condition]));
+        assert_eq!(days, Some(30));
+        assert!(parse(&["--decline"]).is_ok());
+        assert!(parse(&[]).is_err());
+        assert!(parse(&["--accept", "--decline"]).is_err());
+        assert!(parse(&["--decline", "--days", "5"]).is_err());
+    }
+
+    #[test]
+    fn prefs_set_changes_something() {
+        let cli = Cli::try_parse_from(["kura", "prefs", "set", "--discoverable", "false"]).unwrap();
+        let Command::Prefs(PrefsArgs { command: PrefsCommand::Set { discoverable, contribute_statistics }, .. }) =
+            cli.command
+        else {
+            panic!("not prefs set");
+        };
+        assert_eq!((discoverable, contribute_statistics), (Some(false), None));
+        assert!(Cli::try_parse_from(["kura", "prefs", "set"]).is_err());
+        assert!(Cli::try_parse_from(["kura", "prefs", "set", "--discoverable", "maybe"]).is_err());
+    }
+
+    #[test]
+    fn inbox_lists_or_marks_read() {
+        let cli = Cli::try_parse_from(["kura", "inbox", "--unread", "--after", "5", "--act-as", "p1"]).unwrap();
+        let Command::Inbox(args) = cli.command else { panic!("not inbox") };
+        assert!(args.unread && args.command.is_none());
+        assert_eq!(args.after, 5);
+        assert_eq!(args.act_as.act_as.as_deref(), Some("p1"));
+        let cli = Cli::try_parse_from(["kura", "inbox", "read", "n1", "--json"]).unwrap();
+        let Command::Inbox(args) = cli.command else { panic!("not inbox") };
+        assert!(matches!(args.command, Some(InboxCommand::Read { ref id }) if id == "n1"));
+        assert!(args.conn.json);
+        let cli = Cli::try_parse_from(["kura", "events", "--last-event-id", "12"]).unwrap();
+        let Command::Events(args) = cli.command else { panic!("not events") };
+        assert_eq!(args.last_event_id, Some(12));
     }
 
     #[test]

@@ -14,6 +14,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::{ApiError, from_rejection};
 use crate::metrics::Metrics;
+use crate::research_index::ResearchIndex;
 
 /// Everything a handler needs. Cheap to clone.
 #[derive(Clone)]
@@ -26,6 +27,11 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub limiter: Arc<LoginLimiter>,
     pub metrics: Arc<Metrics>,
+    pub index: Arc<ResearchIndex>,
+    /// Committed notifications, for live subscribers (SSE).
+    pub events: tokio::sync::broadcast::Sender<kura_store::model::Notification>,
+    /// For webhook deliveries.
+    pub http: reqwest::Client,
 }
 
 /// A running configuration of Kura: state plus router, before it listens anywhere.
@@ -48,6 +54,12 @@ impl App {
         let sql = SqlStore::connect(&config.database_url).await.map_err(|e| e.to_string())?;
         let blobs = FsBlobStore::new(config.data_dir.join("blobs")).map_err(|e| e.to_string())?;
         let tokens = TokenKeys::new(&master);
+        let index = ResearchIndex::build(&sql).await.map_err(|e| format!("cannot build the research index: {e}"))?;
+        let (events, _) = tokio::sync::broadcast::channel(1024);
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| format!("cannot make the webhook client: {e}"))?;
         let state = AppState {
             store: Arc::new(sql.clone()),
             blobs: Arc::new(blobs),
@@ -57,6 +69,9 @@ impl App {
             config: Arc::new(config),
             limiter: Arc::new(LoginLimiter::default()),
             metrics: Arc::new(Metrics::default()),
+            index: Arc::new(index),
+            events,
+            http,
         };
         Ok(Self { state, sql })
     }
@@ -90,6 +105,12 @@ impl App {
         crate::sweeper::sweep(&self.state).await.map_err(|e| format!("{e:?}"))
     }
 
+    /// Attempts the webhook deliveries that are due now (the background task does this every
+    /// second).
+    pub async fn deliver_webhooks_once(&self) -> Result<usize, String> {
+        crate::webhooks::deliver_due(&self.state).await.map_err(|e| e.message().to_owned())
+    }
+
     /// Creates the first operator account (bootstrap, offline).
     pub async fn create_operator(&self, username: &str, password: &str) -> Result<String, String> {
         crate::routes::accounts::bootstrap_operator(&self.state, username, password)
@@ -109,6 +130,7 @@ pub async fn serve(app: App) -> StartResult<()> {
 /// Serves on an already bound listener (tests bind port 0).
 pub async fn serve_on(app: App, listener: tokio::net::TcpListener) -> StartResult<()> {
     let sweeper = tokio::spawn(crate::sweeper::run(app.state.clone()));
+    let deliveries = tokio::spawn(crate::webhooks::run(app.state.clone()));
     let router = app.router().into_make_service_with_connect_info::<std::net::SocketAddr>();
     let result = axum::serve(listener, router)
         .with_graceful_shutdown(async {
@@ -117,6 +139,7 @@ pub async fn serve_on(app: App, listener: tokio::net::TcpListener) -> StartResul
         .await
         .map_err(|e| format!("server failed: {e}"));
     sweeper.abort();
+    deliveries.abort();
     result
 }
 

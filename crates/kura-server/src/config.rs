@@ -22,6 +22,10 @@ pub struct Config {
     pub session_minutes: i64,
     /// How often the sweeper looks for copies to destroy.
     pub sweep_interval_secs: u64,
+    /// Research counts below this many people are not disclosed (DESIGN.md, I5).
+    pub disclosure_k: u64,
+    /// How often one study may run the same query in thirty days.
+    pub search_repeat_limit: i64,
 }
 
 impl std::fmt::Debug for Config {
@@ -50,6 +54,8 @@ impl Config {
             max_upload_bytes: 256 * 1024 * 1024,
             session_minutes: 30,
             sweep_interval_secs: 60,
+            disclosure_k: 10,
+            search_repeat_limit: 7,
         }
     }
 

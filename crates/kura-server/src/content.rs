@@ -60,13 +60,18 @@ pub struct Released {
     pub withheld: Option<String>,
 }
 
-/// The key that makes pseudonyms stable within one grant and unlinkable across grants.
-pub fn pseudonym_key(state: &AppState, permit: &Permit) -> [u8; 32] {
+/// The key that makes pseudonyms stable within one context and unlinkable across contexts: the
+/// study, for a grant bound to one (a researcher sees one pseudonym per patient across the
+/// study's grants), else the grant.
+pub async fn pseudonym_key(state: &AppState, permit: &Permit) -> Result<[u8; 32], ApiError> {
     let context = match permit.basis() {
-        Basis::Grant(id) | Basis::CopyHolder(id) => format!("grant/{id}"),
+        Basis::Grant(id) | Basis::CopyHolder(id) => match state.store.grant(id).await?.and_then(|g| g.study) {
+            Some(study) => format!("study/{study}"),
+            None => format!("grant/{id}"),
+        },
         Basis::Owner | Basis::Delegation(_) => "owner".to_owned(),
     };
-    state.master.derive(&format!("pseudonyms/{context}"))
+    Ok(state.master.derive(&format!("pseudonyms/{context}")))
 }
 
 pub fn format_error(e: kura_formats::FormatError) -> ApiError {
@@ -74,7 +79,7 @@ pub fn format_error(e: kura_formats::FormatError) -> ApiError {
 }
 
 /// Applies `permit`'s obligations to `plaintext` of `record`.
-pub fn release(
+pub async fn release(
     state: &AppState,
     record: &RecordRow,
     permit: &Permit,
@@ -93,7 +98,7 @@ pub fn release(
     if obligations.anonymization == Anonymization::None {
         return Ok(Released { content: Some(kept), withheld: None });
     }
-    let key = pseudonym_key(state, permit);
+    let key = pseudonym_key(state, permit).await?;
     match kura_formats::deidentify(record.format, &kept, obligations.anonymization, &key)
         .map_err(internal_format_error)?
     {

@@ -12,13 +12,17 @@ mod config;
 mod content;
 mod error;
 mod metrics;
+mod notify;
 mod openapi;
+pub mod research_index;
 mod routes;
 mod sweeper;
 mod time;
+mod webhooks;
 
 pub use app::{App, StartResult, serve, serve_on};
 pub use auth::totp_code;
 pub use clock::Clock;
 pub use config::Config;
 pub use openapi::openapi_json;
+pub use webhooks::signature as webhook_signature;

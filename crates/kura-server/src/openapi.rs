@@ -16,6 +16,8 @@ use utoipa::{Modify, OpenApi};
         (name = "auth", description = "Logins, machine tokens, second factor"),
         (name = "accounts", description = "Organisations, accounts, machine clients"),
         (name = "audit", description = "The hash-chained audit log"),
+        (name = "research", description = "Studies, research search, usage requests, preferences"),
+        (name = "inbox", description = "Notifications: inbox, live events, webhooks"),
         (name = "system", description = "Health, metrics, this document"),
     )
 )]

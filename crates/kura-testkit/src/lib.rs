@@ -208,6 +208,29 @@ impl TestApp {
         TestResponse { status, content_type, body }
     }
 
+    /// Sends a request and returns the response body unread, for streams (server-sent events).
+    pub async fn open_stream(&self, path: &str, token: &str) -> (u16, Body) {
+        let request = Request::builder()
+            .method(Method::GET)
+            .uri(path)
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::empty())
+            .expect("request");
+        let response = self.router.clone().oneshot(request).await.expect("infallible router");
+        (response.status().as_u16(), response.into_body())
+    }
+
+    /// The next chunk of a stream as text, or `None` when nothing arrives within `seconds`.
+    pub async fn next_chunk(body: &mut Body, seconds: u64) -> Option<String> {
+        use http_body_util::BodyExt;
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(seconds), body.frame()).await.ok()??.ok()?;
+        frame.into_data().ok().map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    pub async fn put(&self, path: &str, token: &str, body: Value) -> TestResponse {
+        self.call(Method::PUT, path, Some(token), Some(body)).await
+    }
+
     pub async fn get(&self, path: &str, token: &str) -> TestResponse {
         self.call(Method::GET, path, Some(token), None).await
     }

@@ -72,7 +72,7 @@ pub fn grant_action_from_api(a: api::GrantAction) -> Action {
     }
 }
 
-fn grant_action_to_api(a: Action) -> Option<api::GrantAction> {
+pub fn grant_action_to_api(a: Action) -> Option<api::GrantAction> {
     match a {
         Action::View => Some(api::GrantAction::View),
         Action::Copy => Some(api::GrantAction::Copy),
@@ -185,6 +185,7 @@ pub fn grant_view(row: &GrantRow, now: kura_core::time::Timestamp) -> api::Grant
         revoked_at: grant.revoked_at.map(time::format),
         active: grant.is_active(now),
         purpose: row.purpose.clone(),
+        study: row.study.clone(),
     }
 }
 

@@ -7,9 +7,12 @@ mod auth;
 mod convert;
 mod delegations;
 mod grants;
+mod inbox;
 mod links;
 mod records;
+mod research;
 mod system;
+mod webhooks;
 
 use kura_core::ids::{GrantId, RecordId};
 use kura_core::policy::{Action, Decision, DenyReason, RecordPolicyView, decide};
@@ -53,6 +56,19 @@ pub fn router(max_upload_bytes: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(delegations::revoke))
         .routes(routes!(audit::list))
         .routes(routes!(audit::verify))
+        .routes(routes!(research::create_study, research::list_studies))
+        .routes(routes!(research::search))
+        .routes(routes!(research::create_requests, research::list_requests))
+        .routes(routes!(research::answer))
+        .routes(routes!(research::withdraw))
+        .routes(routes!(research::reward_paid))
+        .routes(routes!(research::reward_confirm))
+        .routes(routes!(research::get_preferences, research::set_preferences))
+        .routes(routes!(inbox::list))
+        .routes(routes!(inbox::mark_read))
+        .routes(routes!(inbox::events))
+        .routes(routes!(webhooks::create))
+        .routes(routes!(webhooks::deliveries))
         .fallback(|| async { ApiError::not_found("route") })
 }
 

@@ -65,8 +65,13 @@ fn stored_parts(parsed: &kura_formats::Parsed) -> Vec<StoredPart> {
 }
 
 /// The research facts of parsed content: numeric values and the subject's birth date.
-fn research_facts(_parsed: &kura_formats::Parsed) -> (Vec<StoredValue>, Option<i32>) {
-    (Vec::new(), None)
+fn research_facts(parsed: &kura_formats::Parsed) -> (Vec<StoredValue>, Option<i32>) {
+    let values = parsed
+        .values
+        .iter()
+        .map(|v| StoredValue { code: v.code.clone(), value: v.value, unit: v.unit.clone() })
+        .collect();
+    (values, parsed.birth_day)
 }
 
 fn parse_content(
@@ -277,7 +282,7 @@ fn record_view(
 /// Opens a permitted record's content and applies the permit's obligations.
 async fn released_content(state: &AppState, record: &RecordRow, permit: &Permit) -> ApiResult<content::Released> {
     let plaintext = content::open(state, permit).await?;
-    content::release(state, record, permit, plaintext)
+    content::release(state, record, permit, plaintext).await
 }
 
 fn grant_of(permit: &Permit) -> Option<&GrantId> {

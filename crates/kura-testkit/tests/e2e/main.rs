@@ -7,9 +7,11 @@ mod bad_input;
 mod canary;
 mod fig6_transfer;
 mod fig7_grants;
+mod fig8_research;
 mod machine_clients;
 mod openapi;
 mod uploads;
+mod webhooks;
 
 use kura_testkit::{Organisation, Person, TestApp, fixture};
 use serde_json::Value;

@@ -1,0 +1,77 @@
+//! The research index inside the server: built from the store at start, then kept current by
+//! following the store's change sequence, so that several servers over one database agree.
+
+use kura_core::time::Timestamp;
+use kura_index::{Cohort, LabelIndex, Query, SubjectFacts};
+use kura_store::{Store, StoreError};
+use tokio::sync::RwLock;
+
+struct State {
+    index: LabelIndex,
+    /// The last change of the store's sequence applied to `index`.
+    applied: i64,
+}
+
+pub struct ResearchIndex {
+    state: RwLock<State>,
+}
+
+fn facts(row: kura_store::model::SubjectFacts) -> SubjectFacts {
+    SubjectFacts { labels: row.labels, birth_date_days: row.birth_day, values: row.values }
+}
+
+/// A cohort's size and its subjects' keys.
+pub struct Matches {
+    pub count: u64,
+    pub subjects: Vec<String>,
+}
+
+impl ResearchIndex {
+    /// Builds the index from every discoverable subject in the store.
+    pub async fn build(store: &dyn Store) -> Result<Self, StoreError> {
+        let applied = store.last_index_change().await?;
+        let mut index = LabelIndex::default();
+        for subject in store.discoverable_subjects().await? {
+            if let Some(row) = store.subject_facts(&subject).await? {
+                index.upsert(&subject, &facts(row));
+            }
+        }
+        Ok(Self { state: RwLock::new(State { index, applied }) })
+    }
+
+    /// Applies the store's changes since the last call.
+    pub async fn catch_up(&self, store: &dyn Store) -> Result<usize, StoreError> {
+        let mut applied_total = 0;
+        loop {
+            let from = self.state.read().await.applied;
+            let changes = store.index_changes_after(from, 1000).await?;
+            let Some((last, _)) = changes.last() else { return Ok(applied_total) };
+            let last = *last;
+            let mut subjects: Vec<String> = changes.into_iter().map(|(_, s)| s).collect();
+            subjects.sort();
+            subjects.dedup();
+            let mut loaded = Vec::with_capacity(subjects.len());
+            for subject in subjects {
+                let row = store.subject_facts(&subject).await?;
+                loaded.push((subject, row));
+            }
+            let mut state = self.state.write().await;
+            // Another caller may have applied the same changes meanwhile; applying again is harmless.
+            for (subject, row) in loaded {
+                match row {
+                    Some(row) => state.index.upsert(&subject, &facts(row)),
+                    None => state.index.remove(&subject),
+                }
+            }
+            state.applied = state.applied.max(last);
+            applied_total += 1;
+        }
+    }
+
+    pub async fn matches(&self, query: &Query, today: Timestamp) -> Matches {
+        let today_days = i32::try_from(today.as_millis().div_euclid(86_400_000)).unwrap_or(i32::MAX);
+        let state = self.state.read().await;
+        let cohort: Cohort = state.index.evaluate(query, today_days);
+        Matches { count: cohort.len(), subjects: state.index.subject_keys(&cohort).map(str::to_owned).collect() }
+    }
+}

@@ -418,6 +418,12 @@ impl Seeder {
                 client.post(&["api", "v1", "links", "redeem"], &request).await
             })
             .await?;
+            // Demo patients opt in to research search and statistics, so those flows have data.
+            let choices = api::PreferencesBody { discoverable: true, contribute_statistics: true };
+            self.step(&format!("{} opts in to research", person.username), async {
+                client.put(&["api", "v1", "preferences"], &choices).await
+            })
+            .await?;
             let uploaded = self
                 .upload(&aoba, &format!("Aoba uploads {}", file_name(path)), &mrn, None, "application/fhir+json", bytes)
                 .await?;

@@ -33,6 +33,11 @@ pub fn config(
     if let Some(key) = std::env::var("KURA_MASTER_KEY").ok().filter(|k| !k.trim().is_empty()) {
         config.master_key_hex = Some(key.trim().to_owned());
     }
+    if let Some(k) =
+        std::env::var("KURA_DISCLOSURE_K").ok().and_then(|k| k.trim().parse::<u64>().ok()).filter(|k| *k >= 1)
+    {
+        config.disclosure_k = k;
+    }
     config
 }
 

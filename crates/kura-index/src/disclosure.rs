@@ -83,4 +83,40 @@ mod tests {
         assert_eq!(disclosed, Disclosed::FewerThan { k: 10 });
         assert!(!computed);
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 500, failure_persistence: None, ..Default::default() })]
+
+        /// The same people get disjoint handle sets in two studies, the same set on a repeat.
+        #[test]
+        fn handles_for_the_same_people_differ_across_studies(
+            people in proptest::collection::btree_set("account:[a-z0-9]{1,12}", 1..40),
+            first in "[a-z0-9-]{1,16}",
+            second in "[a-z0-9-]{1,16}",
+        ) {
+            proptest::prop_assume!(first != second);
+            let key = b"server study key";
+            let here: std::collections::BTreeSet<String> = people.iter().map(|p| handle(key, &first, p)).collect();
+            let again: std::collections::BTreeSet<String> = people.iter().map(|p| handle(key, &first, p)).collect();
+            let there: std::collections::BTreeSet<String> = people.iter().map(|p| handle(key, &second, p)).collect();
+            proptest::prop_assert_eq!(&here, &again);
+            proptest::prop_assert_eq!(here.len(), people.len());
+            proptest::prop_assert!(here.is_disjoint(&there));
+        }
+
+        /// Nothing below k is ever released, neither the count nor a handle.
+        #[test]
+        fn counts_below_k_never_leak(count in 0u64..200, k in 1u64..50) {
+            match disclose(count, k, || (0..count).map(|n| format!("h{n}")).collect()) {
+                Disclosed::Count { count: released, handles } => {
+                    proptest::prop_assert!(released >= k);
+                    proptest::prop_assert_eq!(handles.len() as u64, released);
+                }
+                Disclosed::FewerThan { k: told } => {
+                    proptest::prop_assert!(count < k);
+                    proptest::prop_assert_eq!(told, k);
+                }
+            }
+        }
+    }
 }

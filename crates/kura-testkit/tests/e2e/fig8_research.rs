@@ -357,3 +357,60 @@ async fn age_ranges_are_searchable() {
     let found = search(&f, &f.study, json!("format:fhir AND age:18..60")).await;
     assert_eq!(found["count"].as_u64().unwrap() as usize, expected, "{found}");
 }
+
+#[tokio::test]
+async fn an_institution_can_offer_the_records_it_still_owns() {
+    let app = TestApp::with_config(|config| config.disclosure_k = 1).await;
+    let aoba = app.institution("Aoba General Hospital").await;
+    let lab = app.research_org("Tohoku Medical Research").await;
+    let kept = app.upload_ok(&aoba, "MRN-KEPT", FHIR, fixture("synthea-r4/patient-09.json")).await;
+    app.upload_ok(&aoba, "MRN-OTHER", FHIR, fixture("synthea-r4/patient-01.json")).await;
+    let lab_token = app.token(&lab.staff).await;
+    let study = app
+        .post(
+            "/api/v1/research/studies",
+            &lab_token,
+            json!({"title": "T", "purpose": "P", "ethics_reference": "E", "contact": "C"}),
+        )
+        .await
+        .expect(201)
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Not offered yet: nobody is found.
+    let none = app
+        .post("/api/v1/research/search", &lab_token, json!({"study": study, "query": SINUSITIS}))
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(none["fewer_than"], 1);
+    let staff = app.token(&aoba.staff).await;
+    app.put("/api/v1/preferences", &staff, json!({"discoverable": true, "contribute_statistics": false}))
+        .await
+        .expect(200);
+    let found = app
+        .post("/api/v1/research/search", &lab_token, json!({"study": study, "query": SINUSITIS}))
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(found["count"], 1, "patient 09 has sinusitis, patient 01 does not");
+    app.post(
+        "/api/v1/research/requests",
+        &lab_token,
+        json!({"study": study, "handles": found["handles"], "scope": ["condition"], "actions": ["view"], "days": 10}),
+    )
+    .await
+    .expect(201);
+    // The institution answers for its local patient; the grant covers that patient's records only.
+    let inbox = app.get("/api/v1/inbox", &staff).await.expect(200).json();
+    assert!(inbox["notifications"].as_array().unwrap().iter().any(|n| n["kind"] == "usage_request"));
+    let request = app.get("/api/v1/research/requests", &staff).await.expect(200).json()["requests"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.post(&format!("/api/v1/research/requests/{request}/answer"), &staff, json!({"accept": true})).await.expect(200);
+    let visible = app.get("/api/v1/records", &lab_token).await.expect(200).json();
+    let ids: Vec<&str> = visible["records"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [kept.as_str()]);
+}

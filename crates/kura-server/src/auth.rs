@@ -329,6 +329,23 @@ impl Caller {
         self.delegation.as_ref().map(|d| Party::Account(d.delegation.patient.clone()).to_text()).unwrap_or_default()
     }
 
+    /// The owner whose records and choices the caller manages: the represented patient for an
+    /// agent, the patient themself, or the institution a staff member or machine acts for (for
+    /// the records it still owns). Other accounts get `refusal`.
+    pub fn owner_party(&self, refusal: &str) -> Result<Party, ApiError> {
+        if let Some(d) = &self.delegation {
+            return Ok(Party::Account(d.delegation.patient.clone()));
+        }
+        match self.account.kind {
+            AccountKind::Patient => Ok(self.party()),
+            AccountKind::Staff | AccountKind::Machine => self
+                .org()
+                .map(|o| Party::Organisation(o.clone()))
+                .ok_or_else(|| ApiError::forbidden("your account does not act for an organisation")),
+            _ => Err(ApiError::forbidden(refusal.to_owned())),
+        }
+    }
+
     pub fn require(&self, kinds: &[AccountKind], what: &str) -> Result<(), ApiError> {
         if kinds.contains(&self.account.kind) {
             Ok(())

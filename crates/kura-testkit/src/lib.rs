@@ -343,6 +343,17 @@ impl TestApp {
             .to_owned()
     }
 
+    /// A study registered by the research organisation's staff member; returns its id.
+    pub async fn study(&self, research_org: &Organisation, title: &str) -> String {
+        let token = self.token(&research_org.staff).await;
+        let body =
+            json!({"title": title, "purpose": "testing", "ethics_reference": "IRB-TEST", "contact": "lab@example.org"});
+        self.post("/api/v1/research/studies", &token, body).await.expect(201).json()["id"]
+            .as_str()
+            .expect("study id")
+            .to_owned()
+    }
+
     /// Runs the sweeper now.
     pub async fn sweep(&self) -> usize {
         self.app.sweep_once().await.expect("sweep")

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use kura_api_types as api;
 use kura_core::ids::{GrantId, RecordId};
 use kura_core::labels::Label;
-use kura_core::party::{AccountKind, Party};
+use kura_core::party::Party;
 use kura_core::policy::{Grant, GrantTerms, RecordSelector, may_manage_grants_of};
 use kura_store::model::GrantRow;
 
@@ -17,22 +17,6 @@ use crate::app::{ApiJson, AppState};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::time;
-
-/// The owner a grant is made for: the represented patient for an agent, the patient themself,
-/// or the institution a staff member or machine acts for (for records it still owns).
-fn granting_owner(caller: &Caller) -> ApiResult<Party> {
-    if let Some(d) = &caller.delegation {
-        return Ok(Party::Account(d.delegation.patient.clone()));
-    }
-    match caller.account.kind {
-        AccountKind::Patient => Ok(caller.party()),
-        AccountKind::Staff | AccountKind::Machine => caller
-            .org()
-            .map(|o| Party::Organisation(o.clone()))
-            .ok_or_else(|| ApiError::forbidden("your account does not act for an organisation")),
-        _ => Err(ApiError::forbidden("only record owners and their agents create grants")),
-    }
-}
 
 async fn grantee_exists(state: &AppState, grantee: &Party) -> ApiResult<bool> {
     Ok(match grantee {
@@ -53,7 +37,7 @@ pub async fn create(
     ApiJson(request): ApiJson<api::CreateGrantRequest>,
 ) -> ApiResult<(StatusCode, Json<api::GrantView>)> {
     let now = state.clock.now();
-    let owner = granting_owner(&caller)?;
+    let owner = caller.owner_party("only record owners and their agents create grants")?;
     if !may_manage_grants_of(&caller.actor, &owner, now) {
         return Err(ApiError::forbidden("your delegation does not include managing grants"));
     }

@@ -562,27 +562,11 @@ pub async fn withdraw(
     Ok(Json(request_view(&updated, Some(&study), now)))
 }
 
-/// The party whose preferences the caller manages: the patient (or the one an agent acts for),
-/// or the institution a staff member acts for.
-fn preference_party(caller: &Caller) -> ApiResult<Party> {
-    if let Some(d) = &caller.delegation {
-        return Ok(Party::Account(d.delegation.patient.clone()));
-    }
-    match caller.account.kind {
-        AccountKind::Patient => Ok(caller.party()),
-        AccountKind::Staff | AccountKind::Machine => caller
-            .org()
-            .map(|o| Party::Organisation(o.clone()))
-            .ok_or_else(|| ApiError::forbidden("your account does not act for an organisation")),
-        _ => Err(ApiError::forbidden("preferences belong to patients and institutions")),
-    }
-}
-
 /// The caller's opt-ins: findable by research search, counted in statistics (both off unless set).
 #[utoipa::path(get, path = "/api/v1/preferences", tag = "research",
     responses((status = 200, body = api::PreferencesBody)), security(("bearer" = [])))]
 pub async fn get_preferences(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<api::PreferencesBody>> {
-    let party = preference_party(&caller)?;
+    let party = caller.owner_party("preferences belong to patients and institutions")?;
     let prefs = state.store.preferences(&party).await?;
     Ok(Json(api::PreferencesBody {
         discoverable: prefs.is_some_and(|p| p.discoverable),
@@ -598,7 +582,7 @@ pub async fn set_preferences(
     caller: Caller,
     ApiJson(body): ApiJson<api::PreferencesBody>,
 ) -> ApiResult<Json<api::PreferencesBody>> {
-    let party = preference_party(&caller)?;
+    let party = caller.owner_party("preferences belong to patients and institutions")?;
     let now = state.clock.now();
     if !may_manage_grants_of(&caller.actor, &party, now) {
         return Err(ApiError::forbidden("your delegation does not include managing the patient's choices"));

@@ -241,19 +241,7 @@ async fn only_people_who_opted_in_are_found_and_handles_differ_across_studies() 
 
     // The same people get other handles in another study.
     let researcher = f.app.token(&f.researcher.staff).await;
-    let other = f
-        .app
-        .post(
-            "/api/v1/research/studies",
-            &researcher,
-            json!({"title": "Another", "purpose": "p", "ethics_reference": "E-2", "contact": "c"}),
-        )
-        .await
-        .expect(201)
-        .json()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let other = f.app.study(&f.researcher, "Another").await;
     let here: BTreeSet<String> =
         handles(&search(&f, &f.study, json!(format!("{SINUSITIS} OR {SINUSITIS}"))).await).into_iter().collect();
     let there: BTreeSet<String> = handles(&search(&f, &other, json!(SINUSITIS)).await).into_iter().collect();
@@ -366,18 +354,7 @@ async fn an_institution_can_offer_the_records_it_still_owns() {
     let kept = app.upload_ok(&aoba, "MRN-KEPT", FHIR, fixture("synthea-r4/patient-09.json")).await;
     app.upload_ok(&aoba, "MRN-OTHER", FHIR, fixture("synthea-r4/patient-01.json")).await;
     let lab_token = app.token(&lab.staff).await;
-    let study = app
-        .post(
-            "/api/v1/research/studies",
-            &lab_token,
-            json!({"title": "T", "purpose": "P", "ethics_reference": "E", "contact": "C"}),
-        )
-        .await
-        .expect(201)
-        .json()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let study = app.study(&lab, "T").await;
     // Not offered yet: nobody is found.
     let none = app
         .post("/api/v1/research/search", &lab_token, json!({"study": study, "query": SINUSITIS}))

@@ -60,18 +60,7 @@ async fn notifications_reach_webhooks_signed_with_retries() {
     app.put("/api/v1/preferences", &alice, json!({"discoverable": true, "contribute_statistics": false}))
         .await
         .expect(200);
-    let study = app
-        .post(
-            "/api/v1/research/studies",
-            &token,
-            json!({"title": "T", "purpose": "P", "ethics_reference": "E", "contact": "C"}),
-        )
-        .await
-        .expect(201)
-        .json()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let study = app.study(&lab, "T").await;
     let found = app
         .post("/api/v1/research/search", &token, json!({"study": study, "query": "format:fhir"}))
         .await

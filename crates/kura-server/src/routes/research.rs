@@ -344,6 +344,41 @@ fn conflict(e: StoreError) -> ApiError {
     }
 }
 
+/// One change of a request's state, its notifications and audit entry, then the request as it
+/// now stands: what every answer, reward step and withdrawal does.
+struct Change<'a> {
+    expected: (&'a str, Option<&'a str>),
+    new: (&'a str, Option<&'a str>),
+    grant: Option<&'a GrantRow>,
+    notifications: Vec<kura_store::model::Notification>,
+    audit: kura_store::model::NewAudit,
+}
+
+async fn apply_change(
+    state: &AppState,
+    request: &UsageRequest,
+    study: &Study,
+    change: Change<'_>,
+) -> ApiResult<Json<api::UsageRequestView>> {
+    let now = state.clock.now();
+    state
+        .store
+        .update_usage_request(
+            &request.id,
+            change.expected,
+            change.new,
+            change.grant,
+            now,
+            &change.notifications,
+            change.audit,
+        )
+        .await
+        .map_err(conflict)?;
+    notify::publish(state, change.notifications);
+    let updated = state.store.usage_request(&request.id).await?.ok_or_else(ApiError::internal)?;
+    Ok(Json(request_view(&updated, Some(study), now)))
+}
+
 /// The records a grant from an answered request covers: all of a patient's, or those of the one
 /// local patient an institution answers for.
 async fn selector_for(state: &AppState, request: &UsageRequest) -> ApiResult<RecordSelector> {
@@ -443,22 +478,14 @@ pub async fn answer(
     if let Party::Account(patient) = &request.owner {
         audit = audit.subject(patient);
     }
-    state
-        .store
-        .update_usage_request(
-            &request.id,
-            ("pending", reward_from),
-            (new_state, reward_to),
-            grant.as_ref(),
-            now,
-            &notifications,
-            audit,
-        )
-        .await
-        .map_err(conflict)?;
-    notify::publish(&state, notifications);
-    let updated = state.store.usage_request(&request.id).await?.ok_or_else(ApiError::internal)?;
-    Ok(Json(request_view(&updated, Some(&study), now)))
+    let change = Change {
+        expected: ("pending", reward_from),
+        new: (new_state, reward_to),
+        grant: grant.as_ref(),
+        notifications,
+        audit,
+    };
+    apply_change(&state, &request, &study, change).await
 }
 
 async fn move_reward(
@@ -483,22 +510,14 @@ async fn move_reward(
     if let Party::Account(patient) = &request.owner {
         audit = audit.subject(patient);
     }
-    state
-        .store
-        .update_usage_request(
-            &request.id,
-            (&request.state, Some(from)),
-            (&request.state, Some(to)),
-            None,
-            now,
-            &notifications,
-            audit,
-        )
-        .await
-        .map_err(conflict)?;
-    notify::publish(state, notifications);
-    let updated = state.store.usage_request(&request.id).await?.ok_or_else(ApiError::internal)?;
-    Ok(Json(request_view(&updated, Some(study), now)))
+    let change = Change {
+        expected: (&request.state, Some(from)),
+        new: (&request.state, Some(to)),
+        grant: None,
+        notifications,
+        audit,
+    };
+    apply_change(state, request, study, change).await
 }
 
 /// The researcher marks the reward of an accepted request as paid.
@@ -544,22 +563,14 @@ pub async fn withdraw(
     let message = format!("The study \"{}\" withdrew its usage request.", study.title);
     let notifications = vec![notify::new(&request.owner.to_text(), "request_withdrawn", &request.id, &message, now)];
     let audit = audit_entry(&caller, now, "research_withdraw", "done").detail(format!("request {}", request.id));
-    state
-        .store
-        .update_usage_request(
-            &request.id,
-            ("pending", reward_from),
-            ("withdrawn", reward_from.map(|_| "withdrawn")),
-            None,
-            now,
-            &notifications,
-            audit,
-        )
-        .await
-        .map_err(conflict)?;
-    notify::publish(&state, notifications);
-    let updated = state.store.usage_request(&request.id).await?.ok_or_else(ApiError::internal)?;
-    Ok(Json(request_view(&updated, Some(&study), now)))
+    let change = Change {
+        expected: ("pending", reward_from),
+        new: ("withdrawn", reward_from.map(|_| "withdrawn")),
+        grant: None,
+        notifications,
+        audit,
+    };
+    apply_change(&state, &request, &study, change).await
 }
 
 /// The caller's opt-ins: findable by research search, counted in statistics (both off unless set).

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use kura_core::labels::Label;
-use kura_index::dates::days_from_civil;
+use kura_core::time::days_from_civil;
 use kura_index::{LabelIndex, SubjectFacts, parse_text};
 
 const USAGE: &str = "usage: kura-bench index [--patients N] [--queries Q] [--seed S] [--json] [--smoke]";

@@ -2,19 +2,13 @@
 
 use crate::labels::Date;
 
-/// Days since 1970-01-01 of a civil date (Howard Hinnant's days-from-civil).
+/// Days since 1970-01-01 of a civil date.
 pub fn days_from_civil(date: Date) -> i64 {
-    let year = i64::from(date.year) - i64::from(date.month <= 2);
-    let era = year.div_euclid(400);
-    let yoe = year.rem_euclid(400);
-    let month = i64::from(date.month);
-    let doy = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(date.day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    kura_core::time::days_from_civil(i64::from(date.year), date.month, date.day)
 }
 
 pub fn civil_from_days(days: i64) -> Date {
-    Date::from_millis(days * 86_400_000)
+    Date::from_days(days)
 }
 
 /// Shifts a FHIR date, dateTime or instant by `days`. A full date keeps its time part; a

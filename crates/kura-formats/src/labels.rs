@@ -90,18 +90,13 @@ impl Date {
 
     /// The UTC calendar date of a Unix-millisecond instant.
     pub fn from_millis(millis: i64) -> Self {
-        let days = millis.div_euclid(86_400_000);
-        // Howard Hinnant's days-to-civil algorithm; every intermediate fits an i64 for any input.
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z.rem_euclid(146_097);
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = u32::try_from(doy - (153 * mp + 2) / 5 + 1).unwrap_or(1);
-        let month = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).unwrap_or(1);
-        let year = i32::try_from(yoe + era * 400 + i64::from(month <= 2)).unwrap_or(i32::MAX);
-        Self { year, month, day }
+        Self::from_days(millis.div_euclid(86_400_000))
+    }
+
+    /// The calendar date of a day number (days since 1970-01-01).
+    pub fn from_days(days: i64) -> Self {
+        let (year, month, day) = kura_core::time::civil_from_days(days);
+        Self { year: i32::try_from(year).unwrap_or(i32::MAX), month, day }
     }
 
     /// Whole years from `self` (a birth date) to `at`; `None` if `at` is before the birth.

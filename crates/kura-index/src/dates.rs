@@ -2,35 +2,7 @@
 //! calendar, and age in whole years. Ages are computed on calendar dates, never with a 365.25-day
 //! year, because a cohort boundary such as "40 years old" must flip exactly on the birthday.
 
-/// The calendar date `(year, month, day)` of a day number. Every day number an `i64` can hold
-/// divided by a few hundred has a date, so this never fails for the `i32` days the index stores.
-pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    // Howard Hinnant's days-to-civil algorithm: eras of 400 years starting on March 1st, so the
-    // leap day is the last day of the shifted year.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let shifted_month = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
-    let month = if shifted_month < 10 { shifted_month + 3 } else { shifted_month - 9 };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    // Both fit in u32 by construction: day is 1..=31 and month 1..=12.
-    (year, month as u32, day as u32)
-}
-
-/// The day number of a calendar date. The inverse of [`civil_from_days`] for valid dates; an
-/// invalid day (30 February) counts on into the next month, as the arithmetic falls.
-pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year.rem_euclid(400);
-    let shifted_month = i64::from(if month > 2 { month - 3 } else { month + 9 });
-    let day_of_year = (153 * shifted_month + 2) / 5 + i64::from(day) - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
-}
+use kura_core::time::civil_from_days;
 
 /// Whole years a person born on day `birth` has lived on day `today`: the year difference, less
 /// one if this year's birthday has not come yet. Someone born on 29 February turns a year older
@@ -93,6 +65,7 @@ fn last_where(low: i64, high: i64, holds: impl Fn(i64) -> bool) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kura_core::time::days_from_civil;
     use proptest::prelude::*;
 
     fn day(year: i64, month: u32, day: u32) -> i32 {

@@ -3,8 +3,9 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 
 use super::*;
-use crate::dates::{age_in_years, days_from_civil};
+use crate::dates::age_in_years;
 use crate::parse_text;
+use kura_core::time::days_from_civil;
 
 fn label(text: &str) -> Label {
     Label::parse(text).unwrap()

@@ -28,7 +28,7 @@ pub const PACKAGE_MEDIA_TYPE: &str = "application/vnd.kura.sealed-copy";
 
 /// Takes a copy out under the caller's grant as a sealed package (obligations applied). The grant
 /// must have an end date: that is when the package stops opening.
-#[utoipa::path(post, path = "/api/v1/records/{id}/sealed-copy", tag = "records", params(("id" = String, Path)),
+#[utoipa::path(post, path = "/api/v1/records/{id}/sealed-copy", tag = "records", operation_id = "create_sealed_copy", params(("id" = String, Path)),
     responses((status = 201, description = "the package", content_type = "application/vnd.kura.sealed-copy", body = Vec<u8>),
         (status = 404, body = api::ErrorEnvelope), (status = 422, body = api::ErrorEnvelope)),
     security(("bearer" = [])))]
@@ -119,7 +119,7 @@ fn key_context(copy_id: &str) -> String {
 
 /// Releases a sealed copy's key to its grantee while the grant is in force. Every release and
 /// refusal is audited in the owner's timeline.
-#[utoipa::path(post, path = "/api/v1/sealed-copies/{id}/key", tag = "records", params(("id" = String, Path)),
+#[utoipa::path(post, path = "/api/v1/sealed-copies/{id}/key", tag = "records", operation_id = "release_sealed_copy_key", params(("id" = String, Path)),
     responses((status = 200, body = api::SealedCopyKey), (status = 404, body = api::ErrorEnvelope),
         (status = 410, description = "the grant ended or was revoked; the key is (or is about to be) destroyed", body = api::ErrorEnvelope)),
     security(("bearer" = [])))]
@@ -196,7 +196,7 @@ pub async fn key(
 
 /// Sealed copies of the caller's records (as owner, with their deletion receipts) and those the
 /// caller took out (as grantee), newest first.
-#[utoipa::path(get, path = "/api/v1/sealed-copies", tag = "records",
+#[utoipa::path(get, path = "/api/v1/sealed-copies", tag = "records", operation_id = "list_sealed_copies",
     responses((status = 200, body = api::SealedCopyList)), security(("bearer" = [])))]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<api::SealedCopyList>> {
     let mut parties = caller.parties();

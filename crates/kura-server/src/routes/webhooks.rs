@@ -20,7 +20,7 @@ fn members_org(caller: &Caller) -> ApiResult<kura_core::ids::OrgId> {
 }
 
 /// Registers a webhook for the caller's organisation. Its signing secret is shown only now.
-#[utoipa::path(post, path = "/api/v1/webhooks", tag = "inbox", request_body = api::CreateWebhookRequest,
+#[utoipa::path(post, path = "/api/v1/webhooks", tag = "inbox", operation_id = "create_webhook", request_body = api::CreateWebhookRequest,
     responses((status = 201, body = api::WebhookView), (status = 422, body = api::ErrorEnvelope)), security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
@@ -52,7 +52,7 @@ pub async fn create(
 }
 
 /// The delivery log of one of the organisation's webhooks.
-#[utoipa::path(get, path = "/api/v1/webhooks/{id}/deliveries", tag = "inbox", params(("id" = String, Path)),
+#[utoipa::path(get, path = "/api/v1/webhooks/{id}/deliveries", tag = "inbox", operation_id = "list_webhook_deliveries", params(("id" = String, Path)),
     responses((status = 200, body = api::DeliveryList), (status = 404, body = api::ErrorEnvelope)), security(("bearer" = [])))]
 pub async fn deliveries(
     State(state): State<AppState>,

@@ -123,3 +123,37 @@ async fn health_and_metrics() {
     assert!(text.contains("kura_http_requests_total{method=\"GET\",route=\"unmatched\",status=\"404\"} 1"), "{text}");
     assert!(text.contains("kura_policy_decisions_total{outcome=\"denied\"}"));
 }
+
+/// The whole document is the API's contract: any change to it (a field, a status, a media type)
+/// shows in review as a change to `openapi.snapshot.json`. After a deliberate change, run the test
+/// with `KURA_UPDATE_SNAPSHOTS=1` and commit the file.
+#[tokio::test]
+async fn openapi_document_matches_its_snapshot() {
+    let app = TestApp::new().await;
+    let doc = app.call(Method::GET, "/api/v1/openapi.json", None, None).await.expect(200).json();
+    let served = serde_json::to_string_pretty(&doc).unwrap() + "\n";
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/openapi.snapshot.json");
+    if std::env::var_os("KURA_UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(path, &served).unwrap();
+    }
+    let kept = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        kept == served,
+        "the OpenAPI document changed; review the difference and rerun with KURA_UPDATE_SNAPSHOTS=1 to accept it\n{}",
+        first_difference(&kept, &served)
+    );
+}
+
+fn first_difference(kept: &str, served: &str) -> String {
+    let line = kept
+        .lines()
+        .zip(served.lines())
+        .position(|(a, b)| a != b)
+        .unwrap_or(kept.lines().count().min(served.lines().count()));
+    format!(
+        "first difference at line {}:\n  snapshot: {}\n  served:   {}",
+        line + 1,
+        kept.lines().nth(line).unwrap_or("<end>"),
+        served.lines().nth(line).unwrap_or("<end>")
+    )
+}

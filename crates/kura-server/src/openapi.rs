@@ -101,10 +101,10 @@ mod contract {
 
     fn complete_operation(path: &str, method: &str, operation: &mut Map<String, Value>) {
         let tag = operation["tags"][0].as_str().unwrap_or("api").to_owned();
-        if let Some(id) = operation.get("operationId").and_then(Value::as_str) {
-            if !id.starts_with(&format!("{tag}_")) {
-                operation.insert("operationId".into(), Value::String(format!("{tag}_{id}")));
-            }
+        if let Some(id) = operation.get("operationId").and_then(Value::as_str)
+            && !id.starts_with(&format!("{tag}_"))
+        {
+            operation.insert("operationId".into(), Value::String(format!("{tag}_{id}")));
         }
         if let Some(body) = operation.get_mut("requestBody").and_then(Value::as_object_mut) {
             raw_bodies(path, body);
@@ -142,10 +142,10 @@ mod contract {
             }
         }
         for (status, response) in responses.iter_mut() {
-            if let Some(Value::String(description)) = response.get_mut("description") {
-                if description.is_empty() {
-                    *description = success_words(status).to_owned();
-                }
+            if let Some(Value::String(description)) = response.get_mut("description")
+                && description.is_empty()
+            {
+                *description = success_words(status).to_owned();
             }
         }
     }

@@ -1,0 +1,17 @@
+//! The research index's change sequence: a row per change of a subject's facts, written inside
+//! the transaction of the change, which the index followers read.
+
+use kura_core::time::Timestamp;
+use kura_store::StoreError;
+use sqlx::AnyConnection;
+
+use crate::writes::{self, Write};
+
+/// Records that `subject`'s facts changed, inside the caller's transaction.
+pub(crate) async fn note_change(conn: &mut AnyConnection, subject: &str, at: Timestamp) -> Result<(), StoreError> {
+    writes::run(conn, &[change_write(subject, at)]).await
+}
+
+pub(crate) fn change_write(subject: &str, at: Timestamp) -> Write {
+    Write::new("INSERT INTO index_changes (subject, at) VALUES ($1, $2)").text(subject).int(at.as_millis())
+}

@@ -5,9 +5,11 @@
 use std::sync::Arc;
 
 use kura_store::StoreError;
+use kura_store::model::NewAudit;
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, Transaction};
 
+use crate::audit_chain::append_audit;
 use crate::cache::{ReadCache, Shelf};
 use crate::rows::Cells;
 use crate::{SqlStore, store_error};
@@ -132,6 +134,23 @@ impl SqlStore {
         }
         let query = binds.iter().fold(sqlx::query(sql), |q, b| q.bind(*b));
         self.fetch_all(query).await?.iter().map(|row| map(row)).collect()
+    }
+
+    /// One writing transaction: `update`, then `audit`. When `update` changed no row, nothing is
+    /// written and the answer is `unchanged`.
+    pub(crate) async fn update_with_audit<'q>(
+        &self,
+        update: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
+        unchanged: StoreError,
+        audit: &NewAudit,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let done = update.execute(tx.conn()).await.map_err(store_error)?;
+        if done.rows_affected() == 0 {
+            return Err(unchanged);
+        }
+        append_audit(tx.conn(), audit).await?;
+        tx.commit().await
     }
 
     pub(crate) async fn fetch_all<'q>(

@@ -61,18 +61,8 @@ impl AccountStore for SqlStore {
     }
 
     async fn set_totp_secret(&self, id: &AccountId, secret: Option<&str>, audit: NewAudit) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
-        let done = sqlx::query("UPDATE accounts SET totp_secret = $1 WHERE id = $2")
-            .bind(secret)
-            .bind(id.as_str())
-            .execute(tx.conn())
-            .await
-            .map_err(store_error)?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        append_audit(tx.conn(), &audit).await?;
-        tx.commit().await
+        let update = sqlx::query("UPDATE accounts SET totp_secret = $1 WHERE id = $2").bind(secret).bind(id.as_str());
+        self.update_with_audit(update, StoreError::NotFound, &audit).await
     }
 
     async fn register_client(

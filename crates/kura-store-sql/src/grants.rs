@@ -164,20 +164,12 @@ impl GrantStore for SqlStore {
     }
 
     async fn accept_delegation(&self, id: &DelegationId, at: Timestamp, audit: NewAudit) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
-        let done = sqlx::query(
+        let update = sqlx::query(
             "UPDATE delegations SET accepted_at = $1 WHERE id = $2 AND accepted_at IS NULL AND revoked_at IS NULL",
         )
         .bind(at.as_millis())
-        .bind(id.as_str())
-        .execute(tx.conn())
-        .await
-        .map_err(store_error)?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        append_audit(tx.conn(), &audit).await?;
-        tx.commit().await
+        .bind(id.as_str());
+        self.update_with_audit(update, StoreError::NotFound, &audit).await
     }
 
     async fn delegation(&self, id: &DelegationId) -> Result<Option<DelegationRow>, StoreError> {
@@ -196,17 +188,9 @@ impl GrantStore for SqlStore {
     }
 
     async fn revoke_delegation(&self, id: &DelegationId, at: Timestamp, audit: NewAudit) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
-        let done = sqlx::query("UPDATE delegations SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+        let update = sqlx::query("UPDATE delegations SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
             .bind(at.as_millis())
-            .bind(id.as_str())
-            .execute(tx.conn())
-            .await
-            .map_err(store_error)?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        append_audit(tx.conn(), &audit).await?;
-        tx.commit().await
+            .bind(id.as_str());
+        self.update_with_audit(update, StoreError::NotFound, &audit).await
     }
 }

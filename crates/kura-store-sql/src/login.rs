@@ -8,7 +8,6 @@ use kura_store::model::*;
 use kura_store::{LoginStore, StoreError};
 use sqlx::Row;
 
-use crate::audit_chain::append_audit;
 use crate::{SqlStore, store_error};
 
 /// How many idle keys one attempt clears out at most, so that the table does not grow under a
@@ -134,18 +133,10 @@ impl LoginStore for SqlStore {
     }
 
     async fn set_totp_pending(&self, id: &AccountId, sealed_secret: &str, audit: NewAudit) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
-        let done = sqlx::query("UPDATE accounts SET totp_pending_secret = $1 WHERE id = $2")
+        let update = sqlx::query("UPDATE accounts SET totp_pending_secret = $1 WHERE id = $2")
             .bind(sealed_secret)
-            .bind(id.as_str())
-            .execute(tx.conn())
-            .await
-            .map_err(store_error)?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        append_audit(tx.conn(), &audit).await?;
-        tx.commit().await
+            .bind(id.as_str());
+        self.update_with_audit(update, StoreError::NotFound, &audit).await
     }
 
     async fn totp_pending(&self, id: &AccountId) -> Result<Option<String>, StoreError> {
@@ -167,24 +158,16 @@ impl LoginStore for SqlStore {
         step: i64,
         audit: NewAudit,
     ) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
         // Only the pending secret it was shown may be confirmed: a second enrolment started in the
         // meantime replaced it, and this confirmation then changes nothing.
-        let done = sqlx::query(
+        let update = sqlx::query(
             "UPDATE accounts SET totp_secret = $1, totp_pending_secret = NULL, totp_last_step = $2 \
              WHERE id = $3 AND totp_pending_secret = $1",
         )
         .bind(sealed_secret)
         .bind(step)
-        .bind(id.as_str())
-        .execute(tx.conn())
-        .await
-        .map_err(store_error)?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::Conflict("the enrolment changed; start it again"));
-        }
-        append_audit(tx.conn(), &audit).await?;
-        tx.commit().await
+        .bind(id.as_str());
+        self.update_with_audit(update, StoreError::Conflict("the enrolment changed; start it again"), &audit).await
     }
 
     async fn use_totp_step(&self, id: &AccountId, step: i64, resealed: Option<&str>) -> Result<bool, StoreError> {

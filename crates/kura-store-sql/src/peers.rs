@@ -11,7 +11,7 @@ use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
 
 use crate::audit_chain::append_audit;
-use crate::index_changes::note_change;
+use crate::index_changes::note_change_of_record;
 use crate::inserts::insert_org_row;
 use crate::ledger::insert_ledger;
 use crate::record_rows::insert_record_rows;
@@ -105,10 +105,7 @@ async fn note_record_change(conn: &mut AnyConnection, record: &str, at: Timestam
         .fetch_one(&mut *conn)
         .await
         .map_err(store_error)?;
-    let owner = crate::rows::party(&get::<String>(&row, "owner")?)?;
-    let institution = parse_id(&get::<String>(&row, "institution")?, OrgId::parse)?;
-    let subject = kura_core::research::subject_of_record(&owner, &institution, &get::<String>(&row, "mrn")?);
-    note_change(conn, &subject, at).await
+    note_change_of_record(conn, &row, at).await
 }
 
 async fn outgoing_in_tx(conn: &mut AnyConnection, move_id: &str) -> Result<OutgoingMove, StoreError> {

@@ -11,7 +11,7 @@ use kura_store::{ProviderStore, StoreError};
 use sqlx::any::AnyRow;
 
 use crate::audit_chain::append_audit;
-use crate::index_changes::note_change;
+use crate::index_changes::note_change_of_record;
 use crate::inserts::insert_notifications;
 use crate::ledger::insert_ledger;
 use crate::record_rows::{insert_record_rows, replace_parts_and_labels, replace_values};
@@ -90,18 +90,10 @@ impl ProviderStore for SqlStore {
     }
 
     async fn remove_provider_link(&self, id: &str, at: Timestamp, audit: NewAudit) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
-        let done = sqlx::query("UPDATE provider_links SET removed_at = $1 WHERE id = $2 AND removed_at IS NULL")
+        let update = sqlx::query("UPDATE provider_links SET removed_at = $1 WHERE id = $2 AND removed_at IS NULL")
             .bind(at.as_millis())
-            .bind(id)
-            .execute(tx.conn())
-            .await
-            .map_err(store_error)?;
-        if done.rows_affected() != 1 {
-            return Err(StoreError::NotFound);
-        }
-        append_audit(tx.conn(), &audit).await?;
-        tx.commit().await
+            .bind(id);
+        self.update_with_audit(update, StoreError::NotFound, &audit).await
     }
 
     async fn provider_resources(&self, link: &str) -> Result<Vec<ProviderResource>, StoreError> {
@@ -192,10 +184,7 @@ impl ProviderStore for SqlStore {
             .map_err(store_error)?;
             replace_parts_and_labels(tx.conn(), &update.record, &update.parts, &update.labels).await?;
             replace_values(tx.conn(), &update.record, &update.values).await?;
-            let owner = rows::party(&get::<String>(&row, "owner")?)?;
-            let institution = rows::parse_id(&get::<String>(&row, "institution")?, kura_core::ids::OrgId::parse)?;
-            let subject = kura_core::research::subject_of_record(&owner, &institution, &get::<String>(&row, "mrn")?);
-            note_change(tx.conn(), &subject, sync.at).await?;
+            note_change_of_record(tx.conn(), &row, sync.at).await?;
             insert_ledger(tx.conn(), &update.record, &update.ledger).await?;
             let mapped = sqlx::query(
                 "UPDATE provider_resources SET content_hash = $1 \

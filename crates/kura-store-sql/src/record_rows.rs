@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use kura_core::custody::CustodyEvent;
-use kura_core::ids::{GrantId, OrgId, RecordId};
+use kura_core::ids::{GrantId, RecordId};
 use kura_core::labels::Label;
 use kura_core::party::Party;
 use kura_core::time::Timestamp;
@@ -15,7 +15,7 @@ use sqlx::AnyConnection;
 
 use crate::audit_chain::append_audit;
 use crate::dialect::{IN_LIST_CHUNK, insert_chunks, placeholders, values_sql};
-use crate::index_changes::{change_write, note_change};
+use crate::index_changes::{change_write, note_change_of_record};
 use crate::ledger::insert_ledger;
 use crate::rows::{self, get};
 use crate::writes::{self, Write};
@@ -131,10 +131,7 @@ pub(crate) async fn end_record_rows(
             .map_err(store_error)?
             .ok_or(StoreError::NotFound)?;
     if get::<Option<String>>(&row, "held_under")?.is_none() {
-        let owner = rows::party(&get::<String>(&row, "owner")?)?;
-        let institution = rows::parse_id(&get::<String>(&row, "institution")?, OrgId::parse)?;
-        let subject = kura_core::research::subject_of_record(&owner, &institution, &get::<String>(&row, "mrn")?);
-        note_change(conn, &subject, at).await?;
+        note_change_of_record(conn, &row, at).await?;
     }
     let version: i64 = get(&row, "version")?;
     let state: String = get(&row, "state")?;

@@ -4,6 +4,7 @@
 mod agents_and_audit;
 mod archive;
 mod auth;
+mod authz_matrix;
 mod bad_input;
 mod canary;
 mod control_attacks;

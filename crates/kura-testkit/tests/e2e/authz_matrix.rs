@@ -324,13 +324,8 @@ fn expected_table() -> BTreeMap<(String, String), Vec<String>> {
 }
 
 fn render(actual: &BTreeMap<(String, String), Vec<String>>) -> String {
-    let mut out = String::from(
-        include_str!("authz_matrix.txt")
-            .lines()
-            .take_while(|l| l.starts_with('#'))
-            .map(|l| format!("{l}\n"))
-            .collect::<String>(),
-    );
+    let mut out: String =
+        include_str!("authz_matrix.txt").lines().take_while(|l| l.starts_with('#')).map(|l| format!("{l}\n")).collect();
     let widths: Vec<usize> =
         std::iter::once(26).chain(std::iter::once(8)).chain(CALLERS.iter().map(|c| c.len().max(6))).collect();
     let header: Vec<&str> = ["operation", "state"].iter().chain(CALLERS).copied().collect();

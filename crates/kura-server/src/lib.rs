@@ -27,6 +27,7 @@ mod providers;
 mod pseudonyms;
 pub mod research_index;
 mod routes;
+pub mod settings;
 mod spool;
 mod sweeper;
 mod time;

@@ -14,7 +14,7 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use kura_api_types::ArchiveManifest;
 use serde::{Deserialize, Serialize};
 
-use crate::content::sha256_hex;
+use crate::service::content::sha256_hex;
 
 /// The first line of every archive.
 pub const MAGIC: &[u8] = b"KURA-ARCHIVE-1\n";

@@ -15,12 +15,13 @@ use kura_store::model::{AnalysisRow, Study};
 use kura_store::{PartitionWrite, StoreError};
 use serde::Deserialize;
 
+use super::ApiJson;
 use super::research::{approved_study, org_ledger, own_study, refuse_differencing, research_org};
 use super::{AuditExt, audit_entry, new_id};
 use crate::analysis::{self, OsNoise};
-use crate::app::{ApiJson, AppState};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
 use crate::time;
 
 /// How often an analysis is retried when another analysis of the same study was stored first.

@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use kura_api_types as api;
 use kura_core::custody::CustodyEvent;
-use kura_core::ids::{OrgId, RecordId};
+use kura_core::ids::OrgId;
 use kura_core::party::{OrgKind, Party};
 use kura_core::policy::{Action, Basis, Decision, Permit};
 use kura_core::record::{PartCategory, RecordFormat, RecordState};
@@ -17,14 +17,16 @@ use kura_store::StoreError;
 use kura_store::model::*;
 use serde_json::json;
 
+use super::ApiJson;
 use super::convert::{category_from_api, category_to_api};
-use super::records::{check_local_id, parse_content, research_facts, stored_parts};
-use super::{AuditExt, audit_entry, decide_on, deny, new_id};
-use crate::app::{ApiJson, AppState};
+use super::records::check_local_id;
+use super::{AuditExt, audit_entry, decide_on, deny};
 use crate::archive::{self as format, ArchiveError, Entry};
 use crate::auth::Caller;
-use crate::content;
 use crate::error::{ApiError, ApiResult};
+use crate::service::error::ServiceError;
+use crate::service::{content, ids, ingest};
+use crate::state::AppState;
 use crate::time;
 
 /// The header that carries an archive's passphrase on import. Never logged.
@@ -458,23 +460,18 @@ pub async fn import(
     let exported_date = manifest.exported_at.get(..10).unwrap_or(&manifest.exported_at);
     let mut institutions: Vec<Org> = Vec::new();
     let mut items = Vec::with_capacity(prepared.len());
-    let mut blobs = Vec::new();
+    let mut blobs = ingest::NewBlobs::default();
     let result: ApiResult<()> = async {
         for p in prepared {
-            let parsed = {
-                let (format, institution, category) = (p.format, p.institution.to_string(), p.document_category);
-                let bytes = p.bytes.clone();
-                tokio::task::spawn_blocking(move || parse_content(format, &bytes, &institution, now, category))
-                    .await
-                    .map_err(|_| ApiError::internal())?
-                    .map_err(|e| {
-                        ApiError::invalid(format!(
-                            "the archive's record {} does not read: {}",
-                            p.original.id,
-                            e.message()
-                        ))
-                    })?
-            };
+            let (format, institution, category) = (p.format, p.institution.to_string(), p.document_category);
+            let parsed = ingest::parse_off_thread(format, p.bytes.clone(), institution, now, category).await.map_err(
+                |e| match e {
+                    ServiceError::Invalid(why) => {
+                        ApiError::invalid(format!("the archive's record {} does not read: {why}", p.original.id))
+                    }
+                    other => other.into(),
+                },
+            )?;
             if !institutions.iter().any(|o| o.id == p.institution) {
                 institutions.push(Org {
                     id: p.institution.clone(),
@@ -483,31 +480,24 @@ pub async fn import(
                     created_at: now,
                 });
             }
-            let id = RecordId::parse(&new_id()).map_err(|_| ApiError::internal())?;
-            let content = content::seal_and_store(&state, id.as_str(), &p.bytes).await?;
-            blobs.push(content.blob_key.clone());
+            let id = ids::new_record_id()?;
             let provenance = format!(
                 "imported from an archive of {} ({}) exported {}; original record {}",
                 manifest.server.name, origin_key, exported_date, p.original.id
             );
-            let (values, birth_day) = research_facts(&parsed);
-            let record = NewRecord {
-                id: id.clone(),
+            let draft = ingest::Draft {
                 owner: owner.clone(),
                 institution: p.institution,
                 mrn: p.original.local_patient_id.clone(),
                 format: p.format,
-                parts: stored_parts(&parsed),
-                labels: parsed.labels,
                 document_category: p.document_category,
-                content,
                 derived_from: None,
                 provenance: provenance.clone(),
                 held_under: None,
-                values,
-                subject_birth_day: birth_day,
                 created_at: now,
             };
+            let record =
+                ingest::prepare(&state, &mut blobs, id.clone(), draft, ingest::Ingested::of(parsed), &p.bytes).await?;
             let ledger = NewLedger {
                 event: CustodyEvent::Imported,
                 from_owner: None,
@@ -527,7 +517,7 @@ pub async fn import(
     }
     .await;
     if let Err(e) = result {
-        content::discard_blobs(&state, blobs).await;
+        blobs.discard(&state).await;
         return Err(e);
     }
     let imported: Vec<api::ImportedRecordView> = items
@@ -548,8 +538,7 @@ pub async fn import(
             institutions,
             records: items,
         };
-        if let Err(e) = state.store.import_archive(&import).await {
-            content::discard_blobs(&state, blobs).await;
+        if let Err(e) = blobs.commit(&state, state.store.import_archive(&import)).await {
             return Err(match e {
                 StoreError::Conflict(why) => ApiError::conflict(why),
                 other => other.into(),

@@ -20,10 +20,11 @@ use kura_core::policy::{
 use kura_core::time::{Period, Timestamp};
 use kura_store::model::{DelegationKind, DelegationRow};
 
+use super::ApiJson;
 use super::{AuditExt, audit_entry, convert, new_id};
-use crate::app::{ApiJson, AppState};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
 use crate::time;
 
 /// Whether a staff member's institution holds a link to `patient`.
@@ -160,7 +161,7 @@ pub async fn create(
             powers.to_text()
         ),
     };
-    let notifications = crate::notify::to_owner_and_agents(
+    let notifications = crate::service::notify::to_owner_and_agents(
         &state,
         &Party::Account(patient.clone()),
         "delegation_created",
@@ -170,7 +171,7 @@ pub async fn create(
     )
     .await?;
     state.store.insert_delegation(&row, audit, &notifications).await?;
-    crate::notify::publish(&state, notifications);
+    crate::service::notify::publish(&state, notifications);
     Ok((StatusCode::CREATED, Json(convert::delegation_view(&row, now))))
 }
 

@@ -11,11 +11,12 @@ use kura_core::party::Party;
 use kura_core::policy::{Grant, GrantTerms, RecordSelector, check_agent_grant, may_manage_grants_of};
 use kura_store::model::GrantRow;
 
+use super::ApiJson;
 use super::convert;
 use super::{AuditExt, audit_entry, new_id};
-use crate::app::{ApiJson, AppState};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
 use crate::time;
 
 async fn grantee_exists(state: &AppState, grantee: &Party) -> ApiResult<bool> {
@@ -165,13 +166,20 @@ pub async fn revoke(State(state): State<AppState>, caller: Caller, Path(id): Pat
         grant.grant.id
     );
     let about = grant.grant.id.to_string();
-    let notices =
-        crate::notify::to_owner_and_agents(&state, &grant.grant.owner, "copy_destroyed", &about, &message, now).await?;
+    let notices = crate::service::notify::to_owner_and_agents(
+        &state,
+        &grant.grant.owner,
+        "copy_destroyed",
+        &about,
+        &message,
+        now,
+    )
+    .await?;
     let blobs = state.store.revoke_grant(&grant.grant.id, now, audit, &notices).await?;
     let copies_destroyed = !blobs.is_empty();
-    crate::content::discard_blobs(&state, blobs).await;
+    crate::service::content::discard_blobs(&state, blobs).await;
     if copies_destroyed {
-        crate::notify::publish(&state, notices);
+        crate::service::notify::publish(&state, notices);
     }
     Ok(StatusCode::NO_CONTENT)
 }

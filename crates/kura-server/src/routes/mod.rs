@@ -29,9 +29,11 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::AppState;
+use axum::extract::{FromRequest, Request};
+
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, from_rejection};
+use crate::state::AppState;
 
 pub fn router(max_upload_bytes: usize) -> OpenApiRouter<AppState> {
     let _ = max_upload_bytes;
@@ -106,9 +108,25 @@ pub fn router(max_upload_bytes: usize) -> OpenApiRouter<AppState> {
         .fallback(|| async { ApiError::not_found("route") })
 }
 
-pub fn new_id() -> String {
-    uuid::Uuid::now_v7().to_string()
+/// `Json<T>` whose rejections (malformed JSON, wrong content type, too large) use the envelope.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    axum::Json<T>: FromRequest<S, Rejection = axum::extract::rejection::JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) => Err(from_rejection(rejection.status(), rejection.body_text())),
+        }
+    }
 }
+
+pub use crate::service::ids::new_id;
 
 /// An audit entry for what `caller` did.
 pub fn audit_entry(caller: &Caller, now: Timestamp, action: &str, outcome: &str) -> NewAudit {

@@ -9,20 +9,19 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use kura_api_types as api;
-use kura_core::custody::CustodyEvent;
-use kura_core::ids::{OrgId, RecordId};
 use kura_core::party::{AccountKind, OrgKind, Party};
 use kura_core::record::{PartCategory, RecordFormat};
 use kura_store::StoreError;
 use kura_store::model::*;
 
-use super::records::{parse_content, research_facts, stored_parts};
-use super::{AuditExt, audit_entry, new_id};
-use crate::app::{ApiJson, AppState};
+use super::ApiJson;
+use super::{AuditExt, audit_entry};
 use crate::auth::Caller;
-use crate::content::{self, sha256_hex};
 use crate::error::{ApiError, ApiResult};
-use crate::peers::{HEADER_DATE, HEADER_PEER, HEADER_SIGNATURE, MAX_CLOCK_SKEW_MILLIS};
+use crate::service::content::sha256_hex;
+use crate::service::peers::{self, HEADER_DATE, HEADER_PEER, HEADER_SIGNATURE, MAX_CLOCK_SKEW_MILLIS};
+use crate::service::{ids, ingest};
+use crate::state::AppState;
 use crate::time;
 
 /// How long a move-in token stays valid.
@@ -84,7 +83,7 @@ pub async fn register(
     }
     let now = state.clock.now();
     let org = Org {
-        id: OrgId::parse(&new_id()).map_err(|_| ApiError::internal())?,
+        id: ids::new_org_id()?,
         name: format!("peer server {}", request.name),
         kind: OrgKind::Institution,
         created_at: now,
@@ -211,7 +210,7 @@ async fn authenticate(
         )
     })?;
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or(uri.path());
-    let message = crate::peers::request_message(method.as_str(), path, &date, &body);
+    let message = crate::service::peers::request_message(method.as_str(), path, &date, &body);
     if !crate::identity::verify(&peer.public_key, &message, &signature) {
         tracing::warn!(peer = %peer.name, "peer request with a bad signature");
         return Err(peer_auth_error("the Kura-Signature does not verify with the registered key"));
@@ -234,7 +233,8 @@ fn signed<T: serde::Serialize>(state: &AppState, headers: &HeaderMap, result: Ap
     let Ok(body) = body else {
         return ApiError::internal().into_response();
     };
-    let signature = state.identity.sign(&crate::peers::response_message(status.as_u16(), request_signature, &body));
+    let signature =
+        state.identity.sign(&crate::service::peers::response_message(status.as_u16(), request_signature, &body));
     let mut response = (status, body).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -268,26 +268,6 @@ fn status_of(move_id: &str, incoming: Option<&IncomingMove>) -> api::PeerMoveSta
             remote_id: None,
             content_hash: None,
         },
-    }
-}
-
-fn peer_audit(
-    peer: &PeerRow,
-    at: kura_core::time::Timestamp,
-    action: &str,
-    record: Option<&RecordId>,
-    detail: String,
-) -> NewAudit {
-    NewAudit {
-        at,
-        actor: format!("peer:{}", peer.name),
-        on_behalf_of: String::new(),
-        action: action.to_owned(),
-        record: record.cloned(),
-        grant: None,
-        outcome: "done".into(),
-        detail,
-        subject: None,
     }
 }
 
@@ -358,17 +338,9 @@ async fn receive_offer(state: &AppState, call: &PeerCall) -> ApiResult<api::Peer
             _ => return Err(ApiError::invalid("document_category must be certificate or document, for PDF only")),
         },
     };
-    let institution = call.peer.org.to_string();
-    let parsed = {
-        let bytes = bytes.clone();
-        tokio::task::spawn_blocking(move || parse_content(format, &bytes, &institution, now, document_category))
-            .await
-            .map_err(|_| ApiError::internal())??
-    };
-    let id = RecordId::parse(&new_id()).map_err(|_| ApiError::internal())?;
-    let sealed = content::seal_and_store(state, id.as_str(), &bytes).await?;
-    let blob_key = sealed.blob_key.clone();
-    let owner = Party::Account(token.account.clone());
+    let parsed =
+        ingest::parse_off_thread(format, bytes.clone(), call.peer.org.to_string(), now, document_category).await?;
+    let id = ids::new_record_id()?;
     let provenance: String = format!(
         "moved in from peer {} (record {} there, move {}); {}",
         call.peer.name, offer.origin_record, offer.move_id, offer.provenance
@@ -376,24 +348,19 @@ async fn receive_offer(state: &AppState, call: &PeerCall) -> ApiResult<api::Peer
     .chars()
     .take(1000)
     .collect();
-    let (values, birth_day) = research_facts(&parsed);
-    let record = NewRecord {
-        id: id.clone(),
-        owner,
+    let draft = ingest::Draft {
+        owner: Party::Account(token.account.clone()),
         institution: call.peer.org.clone(),
         mrn: offer.move_id.clone(),
         format,
-        parts: stored_parts(&parsed),
-        labels: parsed.labels.clone(),
         document_category,
-        content: sealed,
         derived_from: None,
         provenance,
         held_under: None,
-        values,
-        subject_birth_day: birth_day,
         created_at: now,
     };
+    let mut blobs = ingest::NewBlobs::default();
+    let record = ingest::prepare(state, &mut blobs, id.clone(), draft, ingest::Ingested::of(parsed), &bytes).await?;
     let incoming = IncomingMove {
         origin_key: origin_key.to_owned(),
         move_id: offer.move_id.clone(),
@@ -405,15 +372,14 @@ async fn receive_offer(state: &AppState, call: &PeerCall) -> ApiResult<api::Peer
         created_at: now,
         updated_at: now,
     };
-    let audit = peer_audit(
+    let audit = peers::peer_audit(
         &call.peer,
         now,
         "move_in_receive",
         Some(&id),
         format!("move {} from peer {} (pending)", offer.move_id, call.peer.name),
     );
-    if let Err(e) = state.store.receive_move_in(&incoming, &record, &token_hash, audit).await {
-        content::discard_blobs(state, [blob_key]).await;
+    if let Err(e) = blobs.commit(state, state.store.receive_move_in(&incoming, &record, &token_hash, audit)).await {
         return match e {
             StoreError::NotFound => Err(invalid_token()),
             StoreError::Conflict(_) => match state.store.move_in(origin_key, &offer.move_id).await? {
@@ -486,39 +452,12 @@ pub async fn confirm(
         state.faults.check("peer.drop_confirm")?;
         let known =
             state.store.move_in(&call.peer.public_key, &move_id).await?.ok_or_else(|| ApiError::not_found("move"))?;
-        activate(&state, &call.peer, &known).await?;
+        peers::activate(&state, &call.peer, &known).await?;
         let known = state.store.move_in(&call.peer.public_key, &move_id).await?;
         Ok(status_of(&move_id, known.as_ref()))
     }
     .await;
     signed(&state, &headers, result)
-}
-
-async fn activate(state: &AppState, peer: &PeerRow, known: &IncomingMove) -> ApiResult<()> {
-    let (Some(record), Some(account)) = (&known.record, &known.account) else {
-        return Err(ApiError::conflict("this move was abandoned by its origin"));
-    };
-    let now = state.clock.now();
-    let ledger = NewLedger {
-        event: CustodyEvent::MovedIn,
-        from_owner: None,
-        to_owner: Party::Account(account.clone()),
-        transfer: None,
-        actor: format!("peer:{}", peer.name),
-        at: now,
-        note: format!("moved in from peer {} (move {})", peer.name, known.move_id),
-    };
-    let audit =
-        peer_audit(peer, now, "move_in", Some(record), format!("move {} from peer {}", known.move_id, peer.name));
-    state.store.activate_move_in(&known.origin_key, &known.move_id, ledger, audit).await.map_err(|e| match e {
-        StoreError::NotFound => ApiError::not_found("move"),
-        StoreError::Conflict(why) => ApiError::conflict(why),
-        other => other.into(),
-    })?;
-    if known.state == IncomingMoveState::Pending {
-        tracing::info!(record = %record, move_id = %known.move_id, peer = %peer.name, "moved-in record activated");
-    }
-    Ok(())
 }
 
 /// The origin abandons a move (signed, for peers): a pending record is deleted, and a move not
@@ -540,24 +479,12 @@ pub async fn abort(
     let result = async {
         let call = authenticate(&state, &method, &uri, &headers, body, 64 * 1024).await?;
         check_move_id(&move_id)?;
-        discard(&state, &call.peer, &move_id).await?;
+        peers::discard(&state, &call.peer, &move_id).await?;
         let known = state.store.move_in(&call.peer.public_key, &move_id).await?;
         Ok(status_of(&move_id, known.as_ref()))
     }
     .await;
     signed(&state, &headers, result)
-}
-
-async fn discard(state: &AppState, peer: &PeerRow, move_id: &str) -> ApiResult<()> {
-    let now = state.clock.now();
-    let audit = peer_audit(peer, now, "move_in_discard", None, format!("move {move_id} from peer {}", peer.name));
-    let blob =
-        state.store.discard_move_in(&peer.public_key, move_id, &peer.name, now, audit).await.map_err(|e| match e {
-            StoreError::Conflict(why) => ApiError::conflict(why),
-            other => other.into(),
-        })?;
-    content::discard_blobs(state, blob).await;
-    Ok(())
 }
 
 /// The state of a move from this server to the calling peer (signed, for peers), so that a
@@ -598,26 +525,4 @@ pub async fn outgoing(
     }
     .await;
     signed(&state, &headers, result)
-}
-
-/// Resolves a pending incoming move by asking its origin: committed there → activate here;
-/// aborted or unknown there → discard here; still preparing → wait.
-pub(crate) async fn resolve_incoming(state: &AppState, incoming: &IncomingMove) -> ApiResult<()> {
-    let Some(peer) = state.store.peer_by_key(&incoming.origin_key).await? else {
-        return Ok(());
-    };
-    let path = format!("/api/v1/peer/outgoing/{}", incoming.move_id);
-    let reply =
-        match crate::peers::call_peer(state, &peer.base_url, &peer.public_key, reqwest::Method::GET, &path, None).await
-        {
-            Ok(reply) if reply.is_success() => reply,
-            Ok(_) | Err(_) => return Ok(()),
-        };
-    let Some(view) = reply.json::<api::OutgoingMoveView>() else { return Ok(()) };
-    let ours = incoming.record.as_ref().map(|r| r.to_string());
-    match view.state.as_str() {
-        "committed" | "confirmed" if view.remote_id == ours => activate(state, &peer, incoming).await,
-        "aborted" | "unknown" => discard(state, &peer, &incoming.move_id).await,
-        _ => Ok(()),
-    }
 }

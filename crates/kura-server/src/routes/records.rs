@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use base64::Engine;
 use kura_api_types as api;
 use kura_core::custody::{CustodyEvent, TransferAgreement, TransferPlan, plan_transfer};
-use kura_core::ids::{GrantId, RecordId, TransferId};
+use kura_core::ids::GrantId;
 use kura_core::labels::Label;
 use kura_core::party::{AccountKind, OrgKind, Party};
 use kura_core::policy::{
@@ -17,17 +17,17 @@ use kura_core::policy::{
 };
 use kura_core::record::{CategorySet, PartCategory, RecordFormat};
 use kura_core::time::Timestamp;
-use kura_formats::IngestContext;
 use kura_store::StoreError;
 use kura_store::model::*;
 use serde::Deserialize;
 
+use super::ApiJson;
 use super::convert::{self, category_from_api};
-use super::{AuditExt, audit_entry, decide_on, deny, names, new_id, refuse};
-use crate::app::{ApiJson, AppState};
+use super::{AuditExt, audit_entry, decide_on, deny, names, refuse};
 use crate::auth::Caller;
-use crate::content;
 use crate::error::{ApiError, ApiResult};
+use crate::service::{content, ids, ingest};
+use crate::state::AppState;
 use crate::time;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -54,35 +54,6 @@ pub(crate) fn check_local_id(mrn: &str) -> ApiResult<()> {
         return Err(ApiError::invalid("patient must be the local patient id: 1 to 128 visible ASCII characters"));
     }
     Ok(())
-}
-
-pub(crate) fn stored_parts(parsed: &kura_formats::Parsed) -> Vec<StoredPart> {
-    parsed
-        .parts
-        .iter()
-        .map(|p| StoredPart { index: p.index, category: p.category, resource_type: p.resource_type.clone() })
-        .collect()
-}
-
-/// The research facts of parsed content: numeric values and the subject's birth date.
-pub(crate) fn research_facts(parsed: &kura_formats::Parsed) -> (Vec<StoredValue>, Option<i32>) {
-    let values = parsed
-        .values
-        .iter()
-        .map(|v| StoredValue { code: v.code.clone(), value: v.value, unit: v.unit.clone() })
-        .collect();
-    (values, parsed.birth_day)
-}
-
-pub(crate) fn parse_content(
-    format: RecordFormat,
-    bytes: &[u8],
-    institution: &str,
-    now: Timestamp,
-    document_category: Option<PartCategory>,
-) -> ApiResult<kura_formats::Parsed> {
-    let ctx = IngestContext { institution, now, document_category };
-    kura_formats::parse_upload(format, bytes, &ctx).map_err(content::format_error)
 }
 
 /// Upload a record: FHIR R4 JSON (resource or Bundle), DICOM Part 10 or PDF, as the raw body
@@ -126,13 +97,7 @@ pub async fn upload(
     }
     let now = state.clock.now();
     // Parsing runs on a blocking thread, before and outside any store transaction.
-    let parsed = {
-        let bytes = bytes.clone();
-        let institution = org.id.to_string();
-        tokio::task::spawn_blocking(move || parse_content(format, &bytes, &institution, now, document_category))
-            .await
-            .map_err(|_| ApiError::internal())??
-    };
+    let parsed = ingest::parse_off_thread(format, bytes.clone(), org.id.to_string(), now, document_category).await?;
     let most = state.config.max_parts_per_record;
     if parsed.parts.len() > most {
         return Err(ApiError::invalid(format!(
@@ -140,26 +105,17 @@ pub async fn upload(
             parsed.parts.len()
         )));
     }
-    let id = RecordId::parse(&new_id()).map_err(|_| ApiError::internal())?;
-    let content = content::seal_and_store(&state, id.as_str(), &bytes).await?;
-    let blob_key = content.blob_key.clone();
+    let id = ids::new_record_id()?;
     let owner = Party::Organisation(org.id.clone());
-    let (values, subject_birth_day) = research_facts(&parsed);
-    let record = NewRecord {
-        id: id.clone(),
+    let draft = ingest::Draft {
         owner: owner.clone(),
         institution: org.id.clone(),
         mrn: query.patient.clone(),
         format,
-        parts: stored_parts(&parsed),
-        labels: parsed.labels.clone(),
         document_category,
-        content,
         derived_from: None,
         provenance: format!("uploaded by {}", caller.audit_actor()),
         held_under: None,
-        values,
-        subject_birth_day,
         created_at: now,
     };
     let ledger = NewLedger {
@@ -172,10 +128,7 @@ pub async fn upload(
         note: String::new(),
     };
     let audit = audit_entry(&caller, now, "upload", "done").record(&id).detail(format.as_str());
-    if let Err(e) = state.store.insert_record(&record, ledger, audit).await {
-        content::discard_blobs(&state, [blob_key]).await;
-        return Err(e.into());
-    }
+    let record = ingest::insert(&state, id.clone(), draft, ingest::Ingested::of(parsed), &bytes, ledger, audit).await?;
     tracing::info!(record = %id, format = format.as_str(), parts = record.parts.len(), "record uploaded");
     Ok((
         StatusCode::CREATED,
@@ -183,7 +136,7 @@ pub async fn upload(
             id: id.to_string(),
             owner: owner.to_text(),
             format: format.as_str().to_owned(),
-            labels: parsed.labels.iter().map(|l| l.to_string()).collect(),
+            labels: record.labels.iter().map(|l| l.to_string()).collect(),
             parts: convert::parts_to_api(&RecordRow::from_new(&record), CategorySet::all()),
         }),
     ))
@@ -485,7 +438,7 @@ pub(super) async fn released_content(
     permit: &Permit,
 ) -> ApiResult<content::Released> {
     let plaintext = content::open(state, permit).await?;
-    content::release(state, record, permit, plaintext).await
+    Ok(content::release(state, record, permit, plaintext).await?)
 }
 
 fn grant_of(permit: &Permit) -> Option<&GrantId> {
@@ -690,21 +643,20 @@ pub async fn transfer(
     let staff_key = state.master.derive(&format!("staff-pseudonyms/{}", org.id));
     let anonymize = |bytes: Vec<u8>| -> ApiResult<Vec<u8>> {
         if agreement.anonymize_staff {
-            kura_formats::anonymize_staff(record.format, &bytes, &org.name, &staff_key).map_err(content::format_error)
+            kura_formats::anonymize_staff(record.format, &bytes, &org.name, &staff_key)
+                .map_err(|e| content::format_error(e).into())
         } else {
             Ok(bytes)
         }
     };
-    let transfer_id = TransferId::parse(&new_id()).map_err(|_| ApiError::internal())?;
+    let transfer_id = ids::new_transfer_id()?;
     let patient_party = Party::Account(patient.clone());
     let institution_party = record.owner.clone();
-    let mut new_blobs = Vec::new();
+    let mut new_blobs = ingest::NewBlobs::default();
     let (patient_record, whole_content, split) = match plan {
         TransferPlan::Whole => {
             let replaced = if agreement.anonymize_staff {
-                let c = content::seal_and_store(&state, record.id.as_str(), &anonymize(plaintext)?).await?;
-                new_blobs.push(c.blob_key.clone());
-                Some(c)
+                Some(new_blobs.seal(&state, &record.id, &anonymize(plaintext)?).await?)
             } else {
                 None
             };
@@ -720,41 +672,42 @@ pub async fn transfer(
             let staying_bytes = select(staying)?;
             let institution = record.institution.to_string();
             let moving_parsed =
-                parse_content(record.format, &moving_bytes, &institution, now, record.document_category)?;
+                ingest::parse(record.format, &moving_bytes, &institution, now, record.document_category)?;
             let staying_parsed =
-                parse_content(record.format, &staying_bytes, &institution, now, record.document_category)?;
-            let (moving_values, moving_birth_day) = research_facts(&moving_parsed);
-            let new_id = RecordId::parse(&new_id()).map_err(|_| ApiError::internal())?;
-            let moving_content = content::seal_and_store(&state, new_id.as_str(), &moving_bytes).await?;
-            new_blobs.push(moving_content.blob_key.clone());
-            let staying_content = content::seal_and_store(&state, record.id.as_str(), &staying_bytes).await?;
-            new_blobs.push(staying_content.blob_key.clone());
+                ingest::parse(record.format, &staying_bytes, &institution, now, record.document_category)?;
+            let new_id = ids::new_record_id()?;
+            let draft = ingest::Draft {
+                owner: patient_party.clone(),
+                institution: record.institution.clone(),
+                mrn: record.mrn.clone(),
+                format: record.format,
+                document_category: record.document_category,
+                derived_from: Some(record.id.clone()),
+                provenance: format!(
+                    "split from record {} by transfer {} ({})",
+                    record.id,
+                    transfer_id,
+                    moving.to_text()
+                ),
+                held_under: None,
+                created_at: now,
+            };
+            let moving_record = ingest::prepare(
+                &state,
+                &mut new_blobs,
+                new_id.clone(),
+                draft,
+                ingest::Ingested::of(moving_parsed),
+                &moving_bytes,
+            )
+            .await?;
+            let staying_content = new_blobs.seal(&state, &record.id, &staying_bytes).await?;
+            let staying = ingest::Ingested::of(staying_parsed);
             let split = SplitCommit {
-                moving: NewRecord {
-                    id: new_id.clone(),
-                    owner: patient_party.clone(),
-                    institution: record.institution.clone(),
-                    mrn: record.mrn.clone(),
-                    format: record.format,
-                    parts: stored_parts(&moving_parsed),
-                    labels: moving_parsed.labels,
-                    document_category: record.document_category,
-                    content: moving_content,
-                    derived_from: Some(record.id.clone()),
-                    provenance: format!(
-                        "split from record {} by transfer {} ({})",
-                        record.id,
-                        transfer_id,
-                        moving.to_text()
-                    ),
-                    held_under: None,
-                    values: moving_values,
-                    subject_birth_day: moving_birth_day,
-                    created_at: now,
-                },
-                staying_values: research_facts(&staying_parsed).0,
-                staying_parts: stored_parts(&staying_parsed),
-                staying_labels: staying_parsed.labels,
+                moving: moving_record,
+                staying_values: staying.values,
+                staying_parts: staying.parts,
+                staying_labels: staying.labels,
                 staying_content,
             };
             (new_id, None, Some(split))
@@ -772,7 +725,7 @@ pub async fn transfer(
         .map_err(|_| ApiError::internal())?;
         Some(GrantRow {
             grant: Grant {
-                id: GrantId::parse(&new_id()).map_err(|_| ApiError::internal())?,
+                id: ids::new_grant_id()?,
                 owner: patient_party.clone(),
                 grantee: institution_party.clone(),
                 terms,
@@ -809,7 +762,7 @@ pub async fn transfer(
                 end_previous: only_this_record,
                 patients: GrantRow {
                     grant: Grant {
-                        id: GrantId::parse(&new_id()).map_err(|_| ApiError::internal())?,
+                        id: ids::new_grant_id()?,
                         owner: patient_party.clone(),
                         grantee: grant.grantee.clone(),
                         terms,
@@ -867,7 +820,7 @@ pub async fn transfer(
                 )),
         );
     }
-    let copies_destroyed_notice = crate::notify::to_owner_and_agents(
+    let copies_destroyed_notice = crate::service::notify::to_owner_and_agents(
         &state,
         &patient_party,
         "copy_destroyed",
@@ -895,12 +848,11 @@ pub async fn transfer(
         copies_destroyed_notice,
         audit,
     };
-    match state.store.apply_transfer(&commit).await {
+    match new_blobs.commit(&state, state.store.apply_transfer(&commit)).await {
         // The notice of destroyed copies is stored with the transfer when there were any; the
         // live stream does not carry it (the store does not say whether it was written).
         Ok(dead) => content::discard_blobs(&state, dead).await,
         Err(e) => {
-            content::discard_blobs(&state, new_blobs).await;
             return Err(match e {
                 StoreError::Conflict(why) => {
                     ApiError::conflict(format!("{why}; the record was transferred or changed by another request"))
@@ -947,25 +899,17 @@ pub async fn copy(
     };
     let bytes = copyable_content(&state, &record, &permit).await?;
     let now = state.clock.now();
-    let parsed = parse_content(record.format, &bytes, record.institution.as_str(), now, record.document_category)?;
-    let copy_id = RecordId::parse(&new_id()).map_err(|_| ApiError::internal())?;
-    let content = content::seal_and_store(&state, copy_id.as_str(), &bytes).await?;
-    let blob_key = content.blob_key.clone();
-    let copy = NewRecord {
-        id: copy_id.clone(),
+    let parsed = ingest::parse(record.format, &bytes, record.institution.as_str(), now, record.document_category)?;
+    let copy_id = ids::new_record_id()?;
+    let draft = ingest::Draft {
         owner: owner.clone(),
         institution: record.institution.clone(),
         mrn: record.mrn.clone(),
         format: record.format,
-        parts: stored_parts(&parsed),
-        labels: parsed.labels,
         document_category: record.document_category,
-        content,
         derived_from: Some(record.id.clone()),
         provenance: format!("copy of record {} for {}", record.id, owner.to_text()),
         held_under,
-        values: Vec::new(),
-        subject_birth_day: None,
         created_at: now,
     };
     let ledger = NewLedger {
@@ -978,10 +922,9 @@ pub async fn copy(
         note: format!("copy of record {}", record.id),
     };
     let audit = audited_action(&state, &caller, now, &permit, "copy", format!("copy {copy_id}")).await?;
-    if let Err(e) = state.store.insert_record(&copy, ledger, audit).await {
-        content::discard_blobs(&state, [blob_key]).await;
-        return Err(e.into());
-    }
+    // A copy is not counted again in research.
+    let ingested = ingest::Ingested::of(parsed).without_research_facts();
+    ingest::insert(&state, copy_id.clone(), draft, ingested, &bytes, ledger, audit).await?;
     Ok((
         StatusCode::CREATED,
         Json(api::CopyResponse {
@@ -1063,7 +1006,7 @@ pub async fn move_record(
             other => other.into(),
         })?;
     content::discard_blobs(&state, blob).await;
-    crate::notify::publish(&state, notices);
+    crate::service::notify::publish(&state, notices);
     let mut moved = record;
     moved.state = kura_core::record::RecordState::Moved;
     moved.locator = Some(locator);
@@ -1116,7 +1059,7 @@ async fn notices_of_grantee_action(
     };
     let Some(recipient) = recipient else { return Ok(Vec::new()) };
     let about = record.derived_from.as_ref().unwrap_or(&record.id).to_string();
-    crate::notify::to_owner_and_agents(state, &recipient, &kind, &about, &message, now).await
+    Ok(crate::service::notify::to_owner_and_agents(state, &recipient, &kind, &about, &message, now).await?)
 }
 
 /// What the owner hears about a record in the middle of a move to a peer server.
@@ -1128,7 +1071,7 @@ fn moving_conflict() -> ApiError {
 }
 
 /// The peer form of a move: the owner (or their agent) moves a patient's record into the
-/// patient's account at a registered peer server (`crate::peers` runs the protocol).
+/// patient's account at a registered peer server (`crate::service::peers` runs the protocol).
 async fn move_to_peer(
     state: &AppState,
     caller: &Caller,
@@ -1140,7 +1083,7 @@ async fn move_to_peer(
     if !matches!(permit.basis(), Basis::Owner | Basis::Delegation(_)) {
         return Err(ApiError::forbidden("only the record's owner (or their agent) moves it to a peer server"));
     }
-    if !crate::peers::is_patient_owner(&record.owner) {
+    if !crate::service::peers::is_patient_owner(&record.owner) {
         return Err(ApiError::invalid(
             "only a patient's records move to a peer server; transfer it to the patient first",
         ));
@@ -1162,7 +1105,7 @@ async fn move_to_peer(
         .await?
         .ok_or_else(|| ApiError::invalid(format!("no peer server named '{peer_name}' is registered here")))?;
     let plaintext = content::open(state, permit).await?;
-    let locator = crate::peers::move_to_peer(state, caller, &record, plaintext, &peer, token).await?;
+    let locator = crate::service::peers::move_to_peer(state, caller, &record, plaintext, &peer, token).await?;
     let mut moved = record;
     moved.state = kura_core::record::RecordState::Moved;
     moved.locator = Some(locator);
@@ -1200,7 +1143,7 @@ pub async fn delete(State(state): State<AppState>, caller: Caller, Path(id): Pat
             },
         )?;
     content::discard_blobs(&state, blob).await;
-    crate::notify::publish(&state, notices);
+    crate::service::notify::publish(&state, notices);
     Ok(StatusCode::NO_CONTENT)
 }
 

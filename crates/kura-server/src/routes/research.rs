@@ -15,12 +15,13 @@ use kura_store::model::{GrantRow, Reward, SearchLog, Study, StudyReview, StudySt
 use kura_store::{PartitionWrite, StoreError};
 use serde::Deserialize;
 
+use super::ApiJson;
 use super::convert;
 use super::{AuditExt, audit_entry, new_id};
-use crate::app::{ApiJson, AppState};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::notify;
+use crate::service::notify;
+use crate::state::AppState;
 use crate::time;
 
 const DAY_MS: i64 = 86_400_000;

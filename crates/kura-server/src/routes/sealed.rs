@@ -18,9 +18,9 @@ use kura_store::package;
 
 use super::records::{audited_action, copyable_content};
 use super::{AuditExt, audit_entry, decide_on, new_id, refuse};
-use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
 use crate::time;
 
 /// The media type of a sealed copy's package.

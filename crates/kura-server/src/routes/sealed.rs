@@ -16,10 +16,11 @@ use kura_core::policy::{Action, Basis, Decision};
 use kura_store::model::SealedCopyRow;
 use kura_store::package;
 
-use super::records::{audited_action, copyable_content};
 use super::{AuditExt, audit_entry, decide_on, new_id, refuse};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::service::audit::audited_action;
+use crate::service::content;
 use crate::state::AppState;
 use crate::time;
 
@@ -50,7 +51,7 @@ pub async fn create(State(state): State<AppState>, caller: Caller, Path(id): Pat
             "a sealed copy needs a grant with an end date (expires_at); ask the owner for a grant that ends",
         ));
     };
-    let bytes = copyable_content(&state, &record, &permit).await?;
+    let bytes = content::copyable(&state, &record, &permit).await?;
     let now = state.clock.now();
     let copy_id = new_id();
     let key_url = format!("{}/api/v1/sealed-copies/{copy_id}/key", state.config.public_url.trim_end_matches('/'));

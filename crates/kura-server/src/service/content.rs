@@ -105,6 +105,24 @@ pub async fn release(
     }
 }
 
+/// Opens a permitted record's content and applies the permit's obligations.
+pub async fn released(state: &AppState, record: &RecordRow, permit: &Permit) -> ServiceResult<Released> {
+    let plaintext = open(state, permit).await?;
+    release(state, record, permit, plaintext).await
+}
+
+/// The content a copy may hold under `permit` (obligations applied); a clear refusal when the
+/// obligations leave nothing.
+pub async fn copyable(state: &AppState, record: &RecordRow, permit: &Permit) -> ServiceResult<Vec<u8>> {
+    let released = released(state, record, permit).await?;
+    released.content.ok_or_else(|| {
+        ServiceError::Invalid(format!(
+            "nothing can be copied: {}",
+            released.withheld.unwrap_or_else(|| "the content is withheld".into())
+        ))
+    })
+}
+
 /// Stored content that no longer parses is our fault, not the caller's.
 fn internal_format_error(e: kura_formats::FormatError) -> ServiceError {
     tracing::error!(error = %e, "stored content does not parse");

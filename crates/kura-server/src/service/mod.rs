@@ -7,6 +7,7 @@
 //! Nothing here imports from the handlers in `routes/` (`tests/layering.rs` checks it).
 
 pub mod accounts;
+pub mod audit;
 pub mod content;
 pub mod error;
 pub mod ids;
@@ -14,3 +15,8 @@ pub mod ingest;
 pub mod notify;
 pub mod peers;
 pub mod providers;
+pub mod records;
+pub mod transfer;
+
+pub mod archive;
+pub mod grants;

@@ -9,8 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use kura_api_types as api;
-use kura_core::party::{AccountKind, OrgKind, Party};
-use kura_core::record::{PartCategory, RecordFormat};
+use kura_core::party::{AccountKind, OrgKind};
 use kura_store::StoreError;
 use kura_store::model::*;
 
@@ -19,8 +18,8 @@ use super::{AuditExt, audit_entry};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::service::content::sha256_hex;
+use crate::service::ids;
 use crate::service::peers::{self, HEADER_DATE, HEADER_PEER, HEADER_SIGNATURE, MAX_CLOCK_SKEW_MILLIS};
-use crate::service::{ids, ingest};
 use crate::state::AppState;
 use crate::time;
 
@@ -247,30 +246,6 @@ fn signed<T: serde::Serialize>(state: &AppState, headers: &HeaderMap, result: Ap
     response
 }
 
-fn check_move_id(move_id: &str) -> ApiResult<()> {
-    if move_id.is_empty() || move_id.len() > 128 || !move_id.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(ApiError::invalid("move_id must be 1 to 128 visible ASCII characters"));
-    }
-    Ok(())
-}
-
-fn status_of(move_id: &str, incoming: Option<&IncomingMove>) -> api::PeerMoveStatus {
-    match incoming {
-        Some(m) => api::PeerMoveStatus {
-            move_id: move_id.to_owned(),
-            state: m.state.as_str().to_owned(),
-            remote_id: m.record.as_ref().map(|r| r.to_string()),
-            content_hash: Some(m.content_hash.clone()).filter(|h| !h.is_empty()),
-        },
-        None => api::PeerMoveStatus {
-            move_id: move_id.to_owned(),
-            state: "unknown".into(),
-            remote_id: None,
-            content_hash: None,
-        },
-    }
-}
-
 /// Phase 1 of a move into this server (signed, for peers): stores the record `pending` in the
 /// account the token names, once per origin and move id, and answers with its id here and the
 /// content hash.
@@ -306,105 +281,7 @@ async fn receive_offer(state: &AppState, call: &PeerCall) -> ApiResult<api::Peer
             e.column()
         ))
     })?;
-    check_move_id(&offer.move_id)?;
-    let origin_key = call.peer.public_key.as_str();
-    if let Some(known) = state.store.move_in(origin_key, &offer.move_id).await? {
-        return answer_known(&offer, known);
-    }
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(offer.content_base64.as_bytes())
-        .map_err(|_| ApiError::invalid("content_base64 is not base64"))?;
-    if bytes.is_empty() || sha256_hex(&bytes) != offer.content_hash {
-        return Err(ApiError::invalid("content_hash is not the SHA-256 of the content"));
-    }
-    let token_hash = sha256_hex(offer.token.as_bytes());
-    let now = state.clock.now();
-    let invalid_token = || {
-        ApiError::forbidden(
-            "the move token is unknown, used or expired; the patient gets a new one at the destination with \
-             POST /api/v1/peer-tokens",
-        )
-    };
-    let token = state.store.peer_token(&token_hash).await?.ok_or_else(invalid_token)?;
-    if token.used_at.is_some() || token.expires_at.as_millis() <= now.as_millis() {
-        return Err(invalid_token());
-    }
-    let format =
-        RecordFormat::parse(&offer.format).ok_or_else(|| ApiError::invalid("format must be fhir, dicom or pdf"))?;
-    let document_category = match offer.document_category.as_deref() {
-        None => None,
-        Some(raw) => match PartCategory::parse(raw) {
-            Some(c @ (PartCategory::Document | PartCategory::Certificate)) if format == RecordFormat::Pdf => Some(c),
-            _ => return Err(ApiError::invalid("document_category must be certificate or document, for PDF only")),
-        },
-    };
-    let parsed =
-        ingest::parse_off_thread(format, bytes.clone(), call.peer.org.to_string(), now, document_category).await?;
-    let id = ids::new_record_id()?;
-    let provenance: String = format!(
-        "moved in from peer {} (record {} there, move {}); {}",
-        call.peer.name, offer.origin_record, offer.move_id, offer.provenance
-    )
-    .chars()
-    .take(1000)
-    .collect();
-    let draft = ingest::Draft {
-        owner: Party::Account(token.account.clone()),
-        institution: call.peer.org.clone(),
-        mrn: offer.move_id.clone(),
-        format,
-        document_category,
-        derived_from: None,
-        provenance,
-        held_under: None,
-        created_at: now,
-    };
-    let mut blobs = ingest::NewBlobs::default();
-    let record = ingest::prepare(state, &mut blobs, id.clone(), draft, ingest::Ingested::of(parsed), &bytes).await?;
-    let incoming = IncomingMove {
-        origin_key: origin_key.to_owned(),
-        move_id: offer.move_id.clone(),
-        peer_name: call.peer.name.clone(),
-        record: Some(id.clone()),
-        account: Some(token.account.clone()),
-        state: IncomingMoveState::Pending,
-        content_hash: offer.content_hash.clone(),
-        created_at: now,
-        updated_at: now,
-    };
-    let audit = peers::peer_audit(
-        &call.peer,
-        now,
-        "move_in_receive",
-        Some(&id),
-        format!("move {} from peer {} (pending)", offer.move_id, call.peer.name),
-    );
-    if let Err(e) = blobs.commit(state, state.store.receive_move_in(&incoming, &record, &token_hash, audit)).await {
-        return match e {
-            StoreError::NotFound => Err(invalid_token()),
-            StoreError::Conflict(_) => match state.store.move_in(origin_key, &offer.move_id).await? {
-                Some(known) => answer_known(&offer, known),
-                None => Err(ApiError::conflict("the move could not be stored; try again")),
-            },
-            other => Err(other.into()),
-        };
-    }
-    tracing::info!(record = %id, move_id = %offer.move_id, peer = %call.peer.name, "move received (pending)");
-    state.faults.check("move.after_peer_store")?;
-    Ok(status_of(&offer.move_id, Some(&incoming)))
-}
-
-/// A repeated offer: the same answer as the first time, or a refusal if the move was abandoned.
-fn answer_known(offer: &api::PeerMoveOffer, known: IncomingMove) -> ApiResult<api::PeerMoveStatus> {
-    match known.state {
-        IncomingMoveState::Discarded => {
-            Err(ApiError::conflict("this move was abandoned by its origin; start a new one"))
-        }
-        _ if known.content_hash != offer.content_hash => {
-            Err(ApiError::conflict("this move id was used for other content"))
-        }
-        _ => Ok(status_of(&offer.move_id, Some(&known))),
-    }
+    Ok(peers::receive_offer(state, &call.peer, &offer).await?)
 }
 
 /// What this server holds of a move from the calling peer (signed, for peers): `pending`,
@@ -425,7 +302,7 @@ pub async fn status(
     let result = async {
         let call = authenticate(&state, &method, &uri, &headers, body, 64 * 1024).await?;
         let known = state.store.move_in(&call.peer.public_key, &move_id).await?;
-        Ok(status_of(&move_id, known.as_ref()))
+        Ok(peers::status_of(&move_id, known.as_ref()))
     }
     .await;
     signed(&state, &headers, result)
@@ -454,7 +331,7 @@ pub async fn confirm(
             state.store.move_in(&call.peer.public_key, &move_id).await?.ok_or_else(|| ApiError::not_found("move"))?;
         peers::activate(&state, &call.peer, &known).await?;
         let known = state.store.move_in(&call.peer.public_key, &move_id).await?;
-        Ok(status_of(&move_id, known.as_ref()))
+        Ok(peers::status_of(&move_id, known.as_ref()))
     }
     .await;
     signed(&state, &headers, result)
@@ -478,10 +355,10 @@ pub async fn abort(
 ) -> Response {
     let result = async {
         let call = authenticate(&state, &method, &uri, &headers, body, 64 * 1024).await?;
-        check_move_id(&move_id)?;
+        peers::check_move_id(&move_id)?;
         peers::discard(&state, &call.peer, &move_id).await?;
         let known = state.store.move_in(&call.peer.public_key, &move_id).await?;
-        Ok(status_of(&move_id, known.as_ref()))
+        Ok(peers::status_of(&move_id, known.as_ref()))
     }
     .await;
     signed(&state, &headers, result)

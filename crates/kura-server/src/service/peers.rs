@@ -15,10 +15,12 @@
 
 use std::time::Duration;
 
+use base64::Engine;
 use kura_api_types as api;
 use kura_core::custody::CustodyEvent;
 use kura_core::ids::RecordId;
 use kura_core::party::Party;
+use kura_core::record::{PartCategory, RecordFormat};
 use kura_store::StoreError;
 use kura_store::model::{
     IncomingMove, IncomingMoveState, Locator, NewAudit, NewLedger, OutgoingMove, OutgoingMoveState, PeerRow,
@@ -26,6 +28,7 @@ use kura_store::model::{
 
 use super::content::sha256_hex;
 use super::error::{Refusal, ServiceError, ServiceResult};
+use super::{ids, ingest};
 use crate::state::AppState;
 
 pub const HEADER_PEER: &str = "kura-peer";
@@ -358,7 +361,6 @@ pub async fn move_to_peer(
     peer: &PeerRow,
     token: &str,
 ) -> ServiceResult<Locator> {
-    use base64::Engine;
     let now = state.clock.now();
     let content_hash = sha256_hex(&plaintext);
     let outgoing = OutgoingMove {
@@ -547,5 +549,144 @@ pub async fn resolve_incoming(state: &AppState, incoming: &IncomingMove) -> Serv
         "committed" | "confirmed" if view.remote_id == ours => activate(state, &peer, incoming).await,
         "aborted" | "unknown" => discard(state, &peer, &incoming.move_id).await,
         _ => Ok(()),
+    }
+}
+
+/// A move id as peers send it.
+pub fn check_move_id(move_id: &str) -> ServiceResult<()> {
+    if move_id.is_empty() || move_id.len() > 128 || !move_id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ServiceError::Invalid("move_id must be 1 to 128 visible ASCII characters".into()));
+    }
+    Ok(())
+}
+
+/// What this server holds of a move from a peer, as the peer endpoints answer it.
+pub fn status_of(move_id: &str, incoming: Option<&IncomingMove>) -> api::PeerMoveStatus {
+    match incoming {
+        Some(m) => api::PeerMoveStatus {
+            move_id: move_id.to_owned(),
+            state: m.state.as_str().to_owned(),
+            remote_id: m.record.as_ref().map(|r| r.to_string()),
+            content_hash: Some(m.content_hash.clone()).filter(|h| !h.is_empty()),
+        },
+        None => api::PeerMoveStatus {
+            move_id: move_id.to_owned(),
+            state: "unknown".into(),
+            remote_id: None,
+            content_hash: None,
+        },
+    }
+}
+
+/// Phase 1 of a move into this server: stores the offered record `pending` in the account
+/// the offer's token names, once per origin and move id, and answers with its id here and the
+/// content hash (a repeated offer gets the first answer).
+pub async fn receive_offer(
+    state: &AppState,
+    peer: &PeerRow,
+    offer: &api::PeerMoveOffer,
+) -> ServiceResult<api::PeerMoveStatus> {
+    check_move_id(&offer.move_id)?;
+    let origin_key = peer.public_key.as_str();
+    if let Some(known) = state.store.move_in(origin_key, &offer.move_id).await? {
+        return answer_known(offer, known);
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(offer.content_base64.as_bytes())
+        .map_err(|_| ServiceError::Invalid("content_base64 is not base64".into()))?;
+    if bytes.is_empty() || sha256_hex(&bytes) != offer.content_hash {
+        return Err(ServiceError::Invalid("content_hash is not the SHA-256 of the content".into()));
+    }
+    let token_hash = sha256_hex(offer.token.as_bytes());
+    let now = state.clock.now();
+    let invalid_token = || {
+        ServiceError::Forbidden(
+            "the move token is unknown, used or expired; the patient gets a new one at the destination with \
+             POST /api/v1/peer-tokens"
+                .into(),
+        )
+    };
+    let token = state.store.peer_token(&token_hash).await?.ok_or_else(invalid_token)?;
+    if token.used_at.is_some() || token.expires_at.as_millis() <= now.as_millis() {
+        return Err(invalid_token());
+    }
+    let format = RecordFormat::parse(&offer.format)
+        .ok_or_else(|| ServiceError::Invalid("format must be fhir, dicom or pdf".into()))?;
+    let document_category = match offer.document_category.as_deref() {
+        None => None,
+        Some(raw) => match PartCategory::parse(raw) {
+            Some(c @ (PartCategory::Document | PartCategory::Certificate)) if format == RecordFormat::Pdf => Some(c),
+            _ => {
+                return Err(ServiceError::Invalid(
+                    "document_category must be certificate or document, for PDF only".into(),
+                ));
+            }
+        },
+    };
+    let parsed = ingest::parse_off_thread(format, bytes.clone(), peer.org.to_string(), now, document_category).await?;
+    let id = ids::new_record_id()?;
+    let provenance: String = format!(
+        "moved in from peer {} (record {} there, move {}); {}",
+        peer.name, offer.origin_record, offer.move_id, offer.provenance
+    )
+    .chars()
+    .take(1000)
+    .collect();
+    let draft = ingest::Draft {
+        owner: Party::Account(token.account.clone()),
+        institution: peer.org.clone(),
+        mrn: offer.move_id.clone(),
+        format,
+        document_category,
+        derived_from: None,
+        provenance,
+        held_under: None,
+        created_at: now,
+    };
+    let mut blobs = ingest::NewBlobs::default();
+    let record = ingest::prepare(state, &mut blobs, id.clone(), draft, ingest::Ingested::of(parsed), &bytes).await?;
+    let incoming = IncomingMove {
+        origin_key: origin_key.to_owned(),
+        move_id: offer.move_id.clone(),
+        peer_name: peer.name.clone(),
+        record: Some(id.clone()),
+        account: Some(token.account.clone()),
+        state: IncomingMoveState::Pending,
+        content_hash: offer.content_hash.clone(),
+        created_at: now,
+        updated_at: now,
+    };
+    let audit = peer_audit(
+        peer,
+        now,
+        "move_in_receive",
+        Some(&id),
+        format!("move {} from peer {} (pending)", offer.move_id, peer.name),
+    );
+    if let Err(e) = blobs.commit(state, state.store.receive_move_in(&incoming, &record, &token_hash, audit)).await {
+        return match e {
+            StoreError::NotFound => Err(invalid_token()),
+            StoreError::Conflict(_) => match state.store.move_in(origin_key, &offer.move_id).await? {
+                Some(known) => answer_known(offer, known),
+                None => Err(ServiceError::Conflict("the move could not be stored; try again".into())),
+            },
+            other => Err(other.into()),
+        };
+    }
+    tracing::info!(record = %id, move_id = %offer.move_id, peer = %peer.name, "move received (pending)");
+    state.faults.check("move.after_peer_store")?;
+    Ok(status_of(&offer.move_id, Some(&incoming)))
+}
+
+/// A repeated offer: the same answer as the first time, or a refusal if the move was abandoned.
+fn answer_known(offer: &api::PeerMoveOffer, known: IncomingMove) -> ServiceResult<api::PeerMoveStatus> {
+    match known.state {
+        IncomingMoveState::Discarded => {
+            Err(ServiceError::Conflict("this move was abandoned by its origin; start a new one".into()))
+        }
+        _ if known.content_hash != offer.content_hash => {
+            Err(ServiceError::Conflict("this move id was used for other content".into()))
+        }
+        _ => Ok(status_of(&offer.move_id, Some(&known))),
     }
 }

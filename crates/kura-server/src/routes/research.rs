@@ -10,9 +10,8 @@ use kura_core::ids::{GrantId, OrgId};
 use kura_core::party::{AccountKind, OrgKind, Party};
 use kura_core::policy::{ActionSet, Grant, GrantTerms, RecordSelector, may_manage_grants_of};
 use kura_core::time::Timestamp;
-use kura_stats::Partition;
-use kura_store::model::{GrantRow, Reward, SearchLog, Study, StudyReview, StudyState, UsageRequest};
-use kura_store::{PartitionWrite, StoreError};
+use kura_store::StoreError;
+use kura_store::model::{GrantRow, Reward, Study, StudyReview, StudyState, UsageRequest};
 use serde::Deserialize;
 
 use super::ApiJson;
@@ -20,13 +19,9 @@ use super::convert;
 use super::{AuditExt, audit_entry, new_id};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::service::notify;
+use crate::service::{disclosure, notify, research};
 use crate::state::AppState;
 use crate::time;
-
-const DAY_MS: i64 = 86_400_000;
-/// i2b2 locks a query out after seven repeats in thirty days.
-const REPEAT_WINDOW_DAYS: i64 = 30;
 
 /// The research organisation a researcher (or its machine client) acts for.
 pub(super) async fn research_org(state: &AppState, caller: &Caller) -> ApiResult<OrgId> {
@@ -52,7 +47,7 @@ pub(super) async fn approved_study(state: &AppState, caller: &Caller, id: &str) 
     let study = own_study(state, caller, id).await?;
     let refusals = state.store.refusals_since_resumed(&study.org).await?;
     if refusals >= state.config.max_differencing_refusals {
-        return Err(suspended(refusals));
+        return Err(disclosure::suspended(refusals).into());
     }
     let why = match study.review.state {
         StudyState::Approved => return Ok(study),
@@ -252,20 +247,8 @@ async fn visible_research_org(state: &AppState, caller: &Caller, id: &str) -> Ap
     }
 }
 
-/// An organisation's disclosure ledger as stored: the version a release must still find (`None`
-/// when it has none yet) and the partition (empty then).
-pub(super) async fn org_ledger(state: &AppState, org: &OrgId) -> Result<(Option<i64>, Partition), StoreError> {
-    match state.store.org_partition(org).await? {
-        Some(stored) => Ok((
-            Some(stored.version),
-            Partition::from_bytes(&stored.bytes).map_err(|_| StoreError::Corrupt("org partition".into()))?,
-        )),
-        None => Ok((None, Partition::default())),
-    }
-}
-
 async fn disclosure_status(state: &AppState, org: &OrgId) -> ApiResult<api::DisclosureStatus> {
-    let people = org_ledger(state, org).await?.1.members() as u64;
+    let people = disclosure::org_ledger(state, org).await?.1.members() as u64;
     let refusals = state.store.refusals_since_resumed(org).await?;
     Ok(api::DisclosureStatus {
         organisation: org.to_string(),
@@ -313,57 +296,6 @@ pub async fn resume(
     Ok(Json(disclosure_status(&state, &org).await?))
 }
 
-/// How often a release is retried when another release of the same organisation was stored
-/// first.
-const ATTEMPTS: usize = 3;
-
-fn suspended(refusals: i64) -> ApiError {
-    ApiError::new(
-        StatusCode::FORBIDDEN,
-        "research_suspended",
-        format!(
-            "your organisation's research is suspended: {refusals} searches or analyses were refused because \
-             they would have singled people out; an operator must review and resume it"
-        ),
-    )
-}
-
-/// Notes a refusal for differencing (audited) and answers it; the refusal that reaches the
-/// organisation's limit says that research is now suspended.
-pub(super) async fn refuse_differencing(
-    state: &AppState,
-    caller: &Caller,
-    study: &Study,
-    action: &str,
-    what: &str,
-    answer: ApiError,
-) -> ApiResult<ApiError> {
-    let now = state.clock.now();
-    let audit = audit_entry(caller, now, action, "refused").detail(format!("study {}: differencing: {what}", study.id));
-    let limit = state.config.max_differencing_refusals;
-    let message = "Research of this organisation is suspended after searches or analyses were refused for \
-                   differencing; an operator must review and resume it.";
-    let organisation = Party::Organisation(study.org.clone()).to_text();
-    let notices = vec![notify::new(&organisation, "research_suspended", &study.id, message, now)];
-    if state.store.record_refusal(&study.org, &study.id, &new_id(), limit, &notices, audit).await? == limit {
-        notify::publish(state, notices);
-    }
-    Ok(answer)
-}
-
-/// The answer to a search whose count reached k but which the organisation's disclosure ledger
-/// refuses: set against what it was told before, it would single out fewer than k people.
-pub(super) fn differencing_refusal(k: u64) -> ApiError {
-    ApiError::new(
-        StatusCode::CONFLICT,
-        "differencing",
-        format!(
-            "together with what your organisation was told before, in any of its studies, this answer would \
-             single out fewer than {k} people; it is refused"
-        ),
-    )
-}
-
 /// Searches the records of people who opted in to being found. The answer is a count and one
 /// handle per person, or "fewer than k" with no handles. Every released set goes into the
 /// research organisation's disclosure ledger, over all its studies and members: an answer that,
@@ -380,84 +312,7 @@ pub async fn search(
 ) -> ApiResult<Json<api::SearchResponse>> {
     let study = approved_study(&state, &caller, &request.study).await?;
     let query = parse_query(&request.query)?;
-    let canonical = kura_index::to_text(&query);
-    let now = state.clock.now();
-    let since = Timestamp::from_millis(now.as_millis() - REPEAT_WINDOW_DAYS * DAY_MS);
-    if state.store.searches_since(&study.id, &canonical, since).await? >= state.config.search_repeat_limit {
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "query_limit",
-            format!(
-                "this study ran this query {} times in the last {REPEAT_WINDOW_DAYS} days; repeated queries can single people out",
-                state.config.search_repeat_limit
-            ),
-        ));
-    }
-    state.index.catch_up(state.store.as_ref()).await?;
-    let matches = state.index.matches(&query, now).await;
-    let k = state.config.disclosure_k;
-    let log = |disclosed_count| SearchLog {
-        id: new_id(),
-        study: study.id.clone(),
-        query_text: canonical.clone(),
-        disclosed_count,
-        at: now,
-    };
-    // The threshold first (`kura_index::disclosure::disclose`): below k nothing is released and
-    // no handle is made.
-    let handle_key = state.master.derive("study-handles");
-    let count = matches.subjects.len() as u64;
-    let handles = match kura_index::disclosure::disclose(count, k, || {
-        matches.subjects.iter().map(|subject| kura_index::disclosure::handle(&handle_key, &study.id, subject)).collect()
-    }) {
-        kura_index::disclosure::Disclosed::Count { handles, .. } => handles,
-        kura_index::disclosure::Disclosed::FewerThan { k } => {
-            let detail = format!("study {}: fewer than {k} found: {canonical}", study.id);
-            let audit = audit_entry(&caller, now, "research_search", "done").detail(detail);
-            state.store.record_search(&log(None), &[], None, audit).await?;
-            return Ok(Json(api::SearchResponse {
-                query: canonical,
-                count: None,
-                fewer_than: Some(k),
-                handles: Vec::new(),
-            }));
-        }
-    };
-    let released: Vec<(String, String)> = handles.into_iter().zip(matches.subjects.iter().cloned()).collect();
-    let member_key = state.master.derive("analysis-members");
-    let member_keys = kura_stats::MemberKeys::new(&member_key, study.org.as_str());
-    for _ in 0..ATTEMPTS {
-        let (version, partition) = org_ledger(&state, &study.org).await?;
-        let keys: Vec<u64> = matches.hashes.iter().map(|&hash| member_keys.key(hash)).collect();
-        let Some(refined) = crate::analysis::off_the_runtime(|| partition.release_set(keys, k)) else {
-            return Err(refuse_differencing(
-                &state,
-                &caller,
-                &study,
-                "research_search",
-                &canonical,
-                differencing_refusal(k),
-            )
-            .await?);
-        };
-        let bytes = refined.to_bytes();
-        let write = PartitionWrite { org: &study.org, expected_version: version, bytes: &bytes };
-        let detail = format!("study {}: {count} found: {canonical}", study.id);
-        let audit = audit_entry(&caller, now, "research_search", "done").detail(detail);
-        match state.store.record_search(&log(i64::try_from(count).ok()), &released, Some(write), audit).await {
-            Err(StoreError::Conflict(_)) => continue,
-            Err(e) => return Err(e.into()),
-            Ok(()) => {
-                return Ok(Json(api::SearchResponse {
-                    query: canonical,
-                    count: Some(count),
-                    fewer_than: None,
-                    handles: released.into_iter().map(|(handle, _)| handle).collect(),
-                }));
-            }
-        }
-    }
-    Err(ApiError::conflict("other releases to your organisation kept changing what it was told; try again"))
+    Ok(Json(research::search(&state, &caller, &study, &query).await?))
 }
 
 fn request_view(r: &UsageRequest, study: Option<&Study>, now: Timestamp) -> api::UsageRequestView {

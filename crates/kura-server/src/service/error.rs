@@ -15,6 +15,10 @@ pub enum Refusal {
     Invalid,
     /// The request is larger than the server takes.
     TooLarge,
+    /// The caller may not do this now (their organisation's research is suspended).
+    Forbidden,
+    /// The caller asked for this too often.
+    TooMany,
 }
 
 #[derive(Debug)]
@@ -102,6 +106,8 @@ impl From<ServiceError> for ApiError {
                     Refusal::Conflict => StatusCode::CONFLICT,
                     Refusal::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
                     Refusal::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+                    Refusal::Forbidden => StatusCode::FORBIDDEN,
+                    Refusal::TooMany => StatusCode::TOO_MANY_REQUESTS,
                 };
                 ApiError::new(status, code, message)
             }

@@ -18,5 +18,8 @@ pub mod providers;
 pub mod records;
 pub mod transfer;
 
+pub mod analyses;
 pub mod archive;
+pub mod disclosure;
 pub mod grants;
+pub mod research;

@@ -6,12 +6,12 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use kura_api_types as api;
-use kura_core::ids::{GrantId, OrgId};
+use kura_core::ids::OrgId;
 use kura_core::party::{AccountKind, OrgKind, Party};
-use kura_core::policy::{ActionSet, Grant, GrantTerms, RecordSelector, may_manage_grants_of};
+use kura_core::policy::may_manage_grants_of;
 use kura_core::time::Timestamp;
 use kura_store::StoreError;
-use kura_store::model::{GrantRow, Reward, Study, StudyReview, StudyState, UsageRequest};
+use kura_store::model::{Reward, Study, StudyReview, StudyState, UsageRequest};
 use serde::Deserialize;
 
 use super::ApiJson;
@@ -19,7 +19,7 @@ use super::convert;
 use super::{AuditExt, audit_entry, new_id};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::service::{disclosure, notify, research};
+use crate::service::{disclosure, notify, research, usage};
 use crate::state::AppState;
 use crate::time;
 
@@ -376,55 +376,18 @@ pub async fn create_requests(
         }),
         None => None,
     };
+    let ask = usage::Ask {
+        handles: &request.handles,
+        scope,
+        actions,
+        anonymization: convert::anonymization_from_api(request.anonymization),
+        days: request.days,
+        message: &request.message,
+        reward,
+        answer_within_days: request.answer_within_days,
+    };
+    let requests = usage::ask_owners(&state, &caller, &study, ask).await?;
     let now = state.clock.now();
-    let answer_by = now.plus_days(request.answer_within_days.unwrap_or(30).clamp(1, 365));
-    let mut subjects = Vec::new();
-    for handle in &request.handles {
-        let subject = state
-            .store
-            .subject_of_handle(&study.id, handle)
-            .await?
-            .ok_or_else(|| ApiError::invalid(format!("handle {handle} was not given to this study")))?;
-        if !subjects.iter().any(|(_, s)| s == &subject) {
-            subjects.push((handle.clone(), subject));
-        }
-    }
-    let mut requests = Vec::new();
-    let mut notifications = Vec::new();
-    for (handle, subject) in subjects {
-        let owner = kura_core::research::owner_of_subject(&subject).ok_or_else(ApiError::internal)?;
-        let usage = UsageRequest {
-            id: new_id(),
-            study: study.id.clone(),
-            requested_by: caller.audit_actor(),
-            owner: owner.clone(),
-            subject,
-            handle,
-            scope,
-            actions,
-            anonymization: convert::anonymization_from_api(request.anonymization),
-            grant_days: request.days,
-            message: request.message.clone(),
-            reward: reward.clone(),
-            reward_state: reward.as_ref().map(|_| "offered".to_owned()),
-            state: "pending".into(),
-            grant: None,
-            answer_by,
-            created_at: now,
-            updated_at: now,
-        };
-        let message = format!("The study \"{}\" asks to use your records.", study.title);
-        notifications
-            .extend(notify::to_owner_and_agents(&state, &owner, "usage_request", &usage.id, &message, now).await?);
-        requests.push(usage);
-    }
-    let audit = vec![audit_entry(&caller, now, "research_request", "done").detail(format!(
-        "study {}: {} requests",
-        study.id,
-        requests.len()
-    ))];
-    state.store.insert_usage_requests(&requests, &notifications, audit).await?;
-    notify::publish(&state, notifications);
     let views = requests.iter().map(|r| request_view(r, Some(&study), now)).collect();
     Ok((StatusCode::CREATED, Json(api::UsageRequestList { requests: views })))
 }
@@ -488,70 +451,6 @@ fn conflict(e: StoreError) -> ApiError {
     }
 }
 
-/// One change of a request's state, its notifications and audit entry, then the request as it
-/// now stands: what every answer, reward step and withdrawal does.
-struct Change<'a> {
-    expected: (&'a str, Option<&'a str>),
-    new: (&'a str, Option<&'a str>),
-    grant: Option<&'a GrantRow>,
-    notifications: Vec<kura_store::model::Notification>,
-    audit: kura_store::model::NewAudit,
-}
-
-async fn apply_change(
-    state: &AppState,
-    request: &UsageRequest,
-    study: &Study,
-    change: Change<'_>,
-) -> ApiResult<Json<api::UsageRequestView>> {
-    let now = state.clock.now();
-    state
-        .store
-        .update_usage_request(
-            &request.id,
-            change.expected,
-            change.new,
-            change.grant,
-            now,
-            &change.notifications,
-            change.audit,
-        )
-        .await
-        .map_err(conflict)?;
-    notify::publish(state, change.notifications);
-    let updated = state.store.usage_request(&request.id).await?.ok_or_else(ApiError::internal)?;
-    Ok(Json(request_view(&updated, Some(study), now)))
-}
-
-/// The patient linked to the local patient an institution answers a request for, if any.
-async fn linked_patient_of(state: &AppState, request: &UsageRequest) -> ApiResult<Option<kura_core::ids::AccountId>> {
-    match (&request.owner, request.subject.strip_prefix("local:")) {
-        (Party::Organisation(org), Some(rest)) => {
-            let mrn = rest.split_once(':').map(|(_, m)| m).unwrap_or("");
-            Ok(state.store.linked_patient(org, mrn).await?)
-        }
-        _ => Ok(None),
-    }
-}
-
-/// The records a grant from an answered request covers: all of a patient's, or those of the one
-/// local patient an institution answers for.
-async fn selector_for(state: &AppState, request: &UsageRequest) -> ApiResult<RecordSelector> {
-    match (&request.owner, request.subject.strip_prefix("local:")) {
-        (Party::Organisation(org), Some(rest)) => {
-            let mrn = rest.split_once(':').map(|(_, m)| m).unwrap_or("");
-            let records = state.store.candidate_records(std::slice::from_ref(&request.owner), &[]).await?;
-            let ids: Vec<_> =
-                records.into_iter().filter(|r| &r.institution == org && r.mrn == mrn).map(|r| r.id).collect();
-            if ids.is_empty() {
-                return Err(ApiError::conflict("the records this request was about are no longer held here"));
-            }
-            Ok(RecordSelector::Records(ids))
-        }
-        _ => Ok(RecordSelector::Labels(Vec::new())),
-    }
-}
-
 /// Answers a usage request. Accepting creates a grant bound to the study, and may narrow what
 /// was asked (fewer categories or actions, stronger anonymization, a shorter period) but never
 /// widen it. The researcher is notified either way.
@@ -567,143 +466,15 @@ pub async fn answer(
     ApiJson(answer): ApiJson<api::AnswerRequest>,
 ) -> ApiResult<Json<api::UsageRequestView>> {
     let request = answerable(&state, &caller, &id).await?;
-    let now = state.clock.now();
-    if request.state != "pending" {
-        return Err(ApiError::conflict(format!("the request is already {}", request.state)));
-    }
-    if request.answer_by <= now {
-        return Err(ApiError::conflict("the request expired before it was answered"));
-    }
-    let study = state.store.study(&request.study).await?.ok_or_else(ApiError::internal)?;
-    let researchers = Party::Organisation(study.org.clone());
-    let reward_from = request.reward_state.as_deref();
-    let (new_state, reward_to, grant) = if answer.accept {
-        let scope = answer.scope.as_deref().map(convert::categories_from_api).unwrap_or(request.scope);
-        let actions: ActionSet = answer.actions.as_deref().map(convert::actions_from_api).unwrap_or(request.actions);
-        let anonymization = answer.anonymization.map(convert::anonymization_from_api).unwrap_or(request.anonymization);
-        let days = answer.days.unwrap_or(request.grant_days);
-        if !scope.is_subset_of(request.scope) || scope.is_empty() {
-            return Err(ApiError::invalid("the answer may narrow the categories asked for, not widen them"));
-        }
-        if actions.iter().any(|a| !request.actions.contains(a)) || actions.is_empty() {
-            return Err(ApiError::invalid("the answer may drop actions asked for, not add any"));
-        }
-        if anonymization < request.anonymization {
-            return Err(ApiError::invalid("the answer may raise the anonymization asked for, not lower it"));
-        }
-        if !(1..=request.grant_days).contains(&days) {
-            return Err(ApiError::invalid(format!("days must be between 1 and the {} asked for", request.grant_days)));
-        }
-        let terms = GrantTerms::new(
-            selector_for(&state, &request).await?,
-            scope,
-            actions,
-            anonymization,
-            now,
-            Some(now.plus_days(days)),
-        )
-        .map_err(|e| ApiError::invalid(e.to_string()))?;
-        // An agent answering for the patient grants at most its own powers (DESIGN.md I9).
-        if let Some(delegation) = &caller.actor.acting_for {
-            kura_core::policy::check_agent_grant(delegation, &caller.actor.identities, &researchers, terms.actions())
-                .map_err(|refusal| ApiError::forbidden(refusal.to_string()))?;
-        }
-        let grant = GrantRow {
-            grant: Grant {
-                id: GrantId::parse(&new_id()).map_err(|_| ApiError::internal())?,
-                owner: request.owner.clone(),
-                grantee: researchers.clone(),
-                terms,
-                revoked_at: None,
-            },
-            study: Some(study.id.clone()),
-            purpose: format!("study \"{}\" ({})", study.title, study.ethics_reference),
-            created_by: caller.audit_actor(),
-            created_at: now,
-        };
-        ("accepted", reward_from.map(|_| "accepted"), Some(grant))
-    } else {
-        ("declined", reward_from.map(|_| "declined"), None)
+    let given = usage::Answer {
+        accept: answer.accept,
+        scope: answer.scope.as_deref().map(convert::categories_from_api),
+        actions: answer.actions.as_deref().map(convert::actions_from_api),
+        anonymization: answer.anonymization.map(convert::anonymization_from_api),
+        days: answer.days,
     };
-    let message = format!("A usage request of the study \"{}\" was {new_state}.", study.title);
-    let mut notifications = vec![
-        notify::new(&researchers.to_text(), "request_answered", &request.id, &message, now),
-        notify::new(&request.requested_by, "request_answered", &request.id, &message, now),
-    ];
-    let mut audit =
-        audit_entry(&caller, now, "research_answer", "done").detail(format!("request {}: {new_state}", request.id));
-    if let Some(grant) = &grant {
-        audit = audit.grant(&grant.grant.id);
-    }
-    match linked_patient_of(&state, &request).await? {
-        Some(patient) => {
-            // An institution answered for records it still holds about a linked patient: the
-            // patient sees it in their timeline and inbox.
-            let name_of = |org: Option<kura_store::model::Org>| org.map(|o| o.name).unwrap_or_default();
-            let hospital = match &request.owner {
-                Party::Organisation(org) => name_of(state.store.org(org).await?),
-                Party::Account(_) => String::new(),
-            };
-            let researchers = name_of(state.store.org(&study.org).await?);
-            let told = format!(
-                "{hospital} {new_state} a request of the study \"{}\" ({researchers}) to use the records it holds about you.",
-                study.title
-            );
-            notifications.push(notify::new(
-                &Party::Account(patient.clone()).to_text(),
-                "request_answered",
-                &request.id,
-                &told,
-                now,
-            ));
-            audit = audit.subject(&patient);
-        }
-        None => {
-            if let Party::Account(patient) = &request.owner {
-                audit = audit.subject(patient);
-            }
-        }
-    }
-    let change = Change {
-        expected: ("pending", reward_from),
-        new: (new_state, reward_to),
-        grant: grant.as_ref(),
-        notifications,
-        audit,
-    };
-    apply_change(&state, &request, &study, change).await
-}
-
-async fn move_reward(
-    state: &AppState,
-    caller: &Caller,
-    request: &UsageRequest,
-    study: &Study,
-    (from, to): (&str, &str),
-    notify_party: &str,
-) -> ApiResult<Json<api::UsageRequestView>> {
-    let now = state.clock.now();
-    if request.reward_state.as_deref() != Some(from) {
-        return Err(ApiError::conflict(format!(
-            "the reward is {}, not {from}",
-            request.reward_state.as_deref().unwrap_or("not offered")
-        )));
-    }
-    let message = format!("The reward of a usage request of the study \"{}\" is {to}.", study.title);
-    let notifications = vec![notify::new(notify_party, "reward", &request.id, &message, now)];
-    let mut audit =
-        audit_entry(caller, now, "research_reward", "done").detail(format!("request {}: reward {to}", request.id));
-    if let Party::Account(patient) = &request.owner {
-        audit = audit.subject(patient);
-    }
-    let change = Change {
-        expected: (&request.state, Some(from)),
-        new: (&request.state, Some(to)),
-        grant: None,
-        notifications,
-        audit,
-    };
-    apply_change(state, request, study, change).await
+    let (updated, study) = usage::answer(&state, &caller, &request, given).await?;
+    Ok(Json(request_view(&updated, Some(&study), state.clock.now())))
 }
 
 /// The researcher marks the reward of an accepted request as paid.
@@ -715,7 +486,9 @@ pub async fn reward_paid(
     Path(id): Path<String>,
 ) -> ApiResult<Json<api::UsageRequestView>> {
     let (request, study) = researchers_request(&state, &caller, &id).await?;
-    move_reward(&state, &caller, &request, &study, ("accepted", "paid"), &request.owner.to_text()).await
+    let updated =
+        usage::move_reward(&state, &caller, &request, &study, ("accepted", "paid"), &request.owner.to_text()).await?;
+    Ok(Json(request_view(&updated, Some(&study), state.clock.now())))
 }
 
 /// The owner confirms having received the reward.
@@ -729,7 +502,8 @@ pub async fn reward_confirm(
     let request = answerable(&state, &caller, &id).await?;
     let study = state.store.study(&request.study).await?.ok_or_else(ApiError::internal)?;
     let researchers = Party::Organisation(study.org.clone()).to_text();
-    move_reward(&state, &caller, &request, &study, ("paid", "confirmed"), &researchers).await
+    let updated = usage::move_reward(&state, &caller, &request, &study, ("paid", "confirmed"), &researchers).await?;
+    Ok(Json(request_view(&updated, Some(&study), state.clock.now())))
 }
 
 /// The researcher withdraws a request not yet answered.
@@ -741,22 +515,8 @@ pub async fn withdraw(
     Path(id): Path<String>,
 ) -> ApiResult<Json<api::UsageRequestView>> {
     let (request, study) = researchers_request(&state, &caller, &id).await?;
-    let now = state.clock.now();
-    if request.state != "pending" {
-        return Err(ApiError::conflict(format!("the request is already {}", request.state)));
-    }
-    let reward_from = request.reward_state.as_deref();
-    let message = format!("The study \"{}\" withdrew its usage request.", study.title);
-    let notifications = vec![notify::new(&request.owner.to_text(), "request_withdrawn", &request.id, &message, now)];
-    let audit = audit_entry(&caller, now, "research_withdraw", "done").detail(format!("request {}", request.id));
-    let change = Change {
-        expected: ("pending", reward_from),
-        new: ("withdrawn", reward_from.map(|_| "withdrawn")),
-        grant: None,
-        notifications,
-        audit,
-    };
-    apply_change(&state, &request, &study, change).await
+    let updated = usage::withdraw(&state, &caller, &request, &study).await?;
+    Ok(Json(request_view(&updated, Some(&study), state.clock.now())))
 }
 
 /// The caller's opt-ins: findable by research search, counted in statistics (both off unless set).

@@ -23,3 +23,4 @@ pub mod archive;
 pub mod disclosure;
 pub mod grants;
 pub mod research;
+pub mod usage;

@@ -19,6 +19,8 @@ pub enum Refusal {
     Forbidden,
     /// The caller asked for this too often.
     TooMany,
+    /// What was asked for existed and has ended.
+    Gone,
 }
 
 #[derive(Debug)]
@@ -108,6 +110,7 @@ impl From<ServiceError> for ApiError {
                     Refusal::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
                     Refusal::Forbidden => StatusCode::FORBIDDEN,
                     Refusal::TooMany => StatusCode::TOO_MANY_REQUESTS,
+                    Refusal::Gone => StatusCode::GONE,
                 };
                 ApiError::new(status, code, message)
             }

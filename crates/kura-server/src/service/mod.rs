@@ -7,20 +7,20 @@
 //! Nothing here imports from the handlers in `routes/` (`tests/layering.rs` checks it).
 
 pub mod accounts;
+pub mod analyses;
+pub mod archive;
 pub mod audit;
 pub mod content;
+pub mod disclosure;
 pub mod error;
+pub mod grants;
 pub mod ids;
 pub mod ingest;
 pub mod notify;
 pub mod peers;
 pub mod providers;
 pub mod records;
-pub mod transfer;
-
-pub mod analyses;
-pub mod archive;
-pub mod disclosure;
-pub mod grants;
 pub mod research;
+pub mod sealed;
+pub mod transfer;
 pub mod usage;

@@ -11,6 +11,7 @@ pub mod analyses;
 pub mod archive;
 pub mod audit;
 pub mod content;
+pub mod delegations;
 pub mod disclosure;
 pub mod error;
 pub mod grants;

@@ -121,3 +121,50 @@ impl From<ServiceError> for ApiError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+
+    use super::*;
+
+    /// Each error answers the status, code and message the handlers answered before services
+    /// existed, and its `Display` is that message.
+    #[test]
+    fn each_error_becomes_the_envelope_handlers_answered() {
+        let check = |error: ServiceError, status: StatusCode, code: &str, message: &str| {
+            assert_eq!(error.to_string(), message);
+            let api = ApiError::from(error);
+            assert_eq!(api.status(), status, "{message}");
+            let envelope = api.envelope();
+            assert_eq!((envelope.error.code.as_str(), envelope.error.message.as_str()), (code, message));
+        };
+        check(ServiceError::NotFound("record"), StatusCode::NOT_FOUND, "not_found", "record not found");
+        check(ServiceError::Forbidden("no".into()), StatusCode::FORBIDDEN, "forbidden", "no");
+        check(ServiceError::Conflict("taken".into()), StatusCode::CONFLICT, "conflict", "taken");
+        check(ServiceError::Invalid("bad".into()), StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", "bad");
+        check(ServiceError::BadRequest("what".into()), StatusCode::BAD_REQUEST, "bad_request", "what");
+        let refused = |why, code| ServiceError::Refused { why, code, message: "m".into() };
+        check(refused(Refusal::Conflict, "not_linked"), StatusCode::CONFLICT, "not_linked", "m");
+        check(refused(Refusal::Invalid, "peer_refused"), StatusCode::UNPROCESSABLE_ENTITY, "peer_refused", "m");
+        check(refused(Refusal::TooLarge, "archive_too_large"), StatusCode::PAYLOAD_TOO_LARGE, "archive_too_large", "m");
+        check(refused(Refusal::Forbidden, "research_suspended"), StatusCode::FORBIDDEN, "research_suspended", "m");
+        check(refused(Refusal::TooMany, "query_limit"), StatusCode::TOO_MANY_REQUESTS, "query_limit", "m");
+        check(refused(Refusal::Gone, "sealed_copy_closed"), StatusCode::GONE, "sealed_copy_closed", "m");
+        let upstream = ServiceError::Upstream { code: "provider_failed", message: "m".into() };
+        check(upstream, StatusCode::BAD_GATEWAY, "provider_failed", "m");
+        let busy = ServiceError::Busy { message: "later".into(), retry_after_secs: 5 };
+        check(busy, StatusCode::SERVICE_UNAVAILABLE, "busy", "later");
+        check(ServiceError::Internal, StatusCode::INTERNAL_SERVER_ERROR, "internal", INTERNAL);
+        check(StoreError::NotFound.into(), StatusCode::NOT_FOUND, "not_found", "resource not found");
+        check(StoreError::Conflict("gone").into(), StatusCode::CONFLICT, "conflict", "gone");
+        check(StoreError::Backend("driver".into()).into(), StatusCode::INTERNAL_SERVER_ERROR, "internal", INTERNAL);
+    }
+
+    #[test]
+    fn a_store_conflict_gets_the_workflows_sentence() {
+        let error = ServiceError::store_conflict(StoreError::Conflict("changed"), "; nothing was moved");
+        assert_eq!(error.to_string(), "changed; nothing was moved");
+        assert!(matches!(ServiceError::store_conflict(StoreError::NotFound, "; x"), ServiceError::Store(_)));
+    }
+}

@@ -6,6 +6,7 @@
 #
 #   bash scripts/contract.sh                 # 20 examples per operation, 5 minutes at most
 #   CONTRACT_EXAMPLES=5 CONTRACT_SECONDS=120 bash scripts/contract.sh
+#   CONTRACT_ROLES="researcher" CONTRACT_LOGS=/tmp/st bash scripts/contract.sh   # one role, logs kept
 set -euo pipefail
 cd "$(dirname "$0")/.."
 examples="${CONTRACT_EXAMPLES:-20}"
@@ -42,7 +43,11 @@ PY
 
 started=$SECONDS
 failed=0
+roles="${CONTRACT_ROLES:-patient staff researcher operator}"
+logs="${CONTRACT_LOGS:-$dir}"
+mkdir -p "$logs"
 while read -r role token; do
+    case " $roles " in *" $role "*) ;; *) continue ;; esac
     left=$((budget - (SECONDS - started)))
     if [ "$left" -le 10 ]; then
         echo "contract: the time budget ($budget s) ran out before the $role run" >&2
@@ -57,8 +62,8 @@ while read -r role token; do
         --max-examples "$examples" --seed 42 --generation-deterministic \
         --header "Authorization: Bearer $token" \
         --request-timeout 10 --no-color \
-        > "$dir/st-$role.log" 2>&1 || { failed=1; echo "contract: failures as $role:"; tail -n 80 "$dir/st-$role.log"; }
-    grep -E "^(API Operations|Test Phases|Test cases|Summary|  [A-Za-z]|[0-9]+ )" "$dir/st-$role.log" | tail -n 12 || true
+        > "$logs/st-$role.log" 2>&1 || { failed=1; echo "contract: failures as $role:"; tail -n 80 "$logs/st-$role.log"; }
+    grep -E "^(API Operations|Test Phases|Test cases|Summary|  [A-Za-z]|[0-9]+ )" "$logs/st-$role.log" | tail -n 12 || true
     echo "   ($role took $((SECONDS - role_started)) s)"
 done < "$dir/tokens"
 if grep -qi "panicked" "$dir/serve.log"; then

@@ -149,6 +149,21 @@ impl Client {
             .with_context(|| format!("the server answered {status} with something that is not JSON"))
     }
 
+    /// GET returning a success's body exactly as sent (a record whose content must be written
+    /// byte for byte); a refusal comes back as the server's [`ApiFailure`].
+    pub async fn get_bytes(&self, segments: &[&str]) -> Result<Vec<u8>> {
+        let response = self.request(Method::GET, self.url(segments)?).send().await.map_err(|e| {
+            let what = if e.is_connect() { "cannot connect to" } else { "the request failed at" };
+            anyhow::anyhow!("{what} {}: {}", self.server(), root_cause(&e))
+        })?;
+        let status = response.status();
+        let body = response.bytes().await.with_context(|| format!("the answer from {} broke off", self.server()))?;
+        if !status.is_success() {
+            return Err(ApiFailure::from_body(status, &body).into());
+        }
+        Ok(body.to_vec())
+    }
+
     pub async fn get(&self, segments: &[&str]) -> Result<Value> {
         self.send(self.request(Method::GET, self.url(segments)?)).await
     }

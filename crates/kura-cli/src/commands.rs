@@ -407,10 +407,12 @@ pub async fn records(args: RecordsArgs) -> Result<ExitCode> {
             })
         }
         RecordsCommand::Show { id, out } => {
-            let value = client.get(&["api", "v1", "records", &id]).await?;
-            let record: api::RecordView = decode(value.clone())?;
+            // Read as sent, so that --out writes the content's bytes, not a re-serialisation.
+            let body = client.get_bytes(&["api", "v1", "records", &id]).await?;
+            let record: api::RecordView =
+                serde_json::from_slice(&body).context("the server sent a record this client cannot read")?;
             if json {
-                output::print_json(&value);
+                output::print_json(&serde_json::from_slice(&body)?);
             } else {
                 print_record(&record, &names);
             }
@@ -556,7 +558,8 @@ fn print_record(r: &api::RecordView, names: &OrgNames) {
     }
 }
 
-/// Writes a record's content to `path`: FHIR as pretty JSON, other formats as their bytes.
+/// Writes a record's content to `path` exactly as the server sent it: FHIR as its JSON text,
+/// other formats as their bytes.
 fn write_content(record: &api::RecordView, path: &Path) -> Result<usize> {
     let bytes = content_bytes(record)?;
     std::fs::write(path, &bytes).with_context(|| format!("cannot write {}", path.display()))?;
@@ -565,10 +568,7 @@ fn write_content(record: &api::RecordView, path: &Path) -> Result<usize> {
 
 fn content_bytes(record: &api::RecordView) -> Result<Vec<u8>> {
     if let Some(content) = &record.content {
-        let value: Value = serde_json::from_str(content.get()).context("the server sent FHIR that is not JSON")?;
-        let mut text = serde_json::to_string_pretty(&value)?;
-        text.push('\n');
-        return Ok(text.into_bytes());
+        return Ok(content.get().as_bytes().to_vec());
     }
     if let Some(encoded) = &record.content_base64 {
         return base64::engine::general_purpose::STANDARD

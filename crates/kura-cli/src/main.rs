@@ -19,6 +19,7 @@ mod analysis;
 mod archive;
 mod client;
 mod commands;
+mod completions;
 mod deid;
 mod demo;
 mod inbox;
@@ -90,6 +91,8 @@ enum Command {
     Totp(TotpArgs),
     /// De-identify a FHIR or DICOM file offline, or check one for residual identifiers.
     Deid(deid::DeidArgs),
+    /// Print a shell completion script: `kura completions bash > /etc/bash_completion.d/kura`.
+    Completions(completions::CompletionsArgs),
     /// Your research choices: whether research search may find you, and statistics.
     Prefs(PrefsArgs),
     /// Studies of your research organisation (researchers).
@@ -391,7 +394,7 @@ enum RecordsCommand {
     /// Show a record's metadata, and save its content with --out.
     Show {
         id: String,
-        /// Write the content here: FHIR as pretty JSON, DICOM and PDF as their bytes.
+        /// Write the content here, exactly the bytes the server sent (FHIR JSON as served).
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
@@ -1152,6 +1155,7 @@ fn main() -> ExitCode {
             return if e.use_stderr() { ExitCode::FAILURE } else { ExitCode::SUCCESS };
         }
     };
+    output::end_quietly_on_broken_pipe();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -1161,6 +1165,8 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli.command)) {
         Ok(code) => code,
+        // The reader went away (`kura records list --json | head`): nothing is wrong.
+        Err(error) if output::is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
@@ -1188,6 +1194,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Audit(args) => commands::audit(args).await,
         Command::Totp(args) => commands::totp(args).await,
         Command::Deid(args) => deid::run(args),
+        Command::Completions(args) => completions::run(args, &mut <Cli as clap::CommandFactory>::command()),
         Command::Prefs(args) => research::prefs(args).await,
         Command::Study(args) => research::study(args).await,
         Command::Search(args) => research::search(args).await,

@@ -87,6 +87,33 @@ pub fn wire_name<T: serde::Serialize>(value: &T) -> String {
     }
 }
 
+/// Whether `error` comes from writing to a reader that went away (`kura … | head`), which Unix
+/// tools treat as a normal end, not a failure.
+pub fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .any(|cause| cause.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe))
+}
+
+/// `println!` panics when standard output is a closed pipe. Ends the process quietly with
+/// status 0 in that case instead of printing a panic and a backtrace; every other panic is
+/// reported as before.
+pub fn end_quietly_on_broken_pipe() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        report(info);
+    }));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,7 @@
 //! its entry is durable (none is lost), but many reads share one commit.
 //!
 //! Where the store can write without the async runtime (SQLite on a file,
-//! [`Store::blocking_audit_writer`]), the writer is a thread of its own that the reads wake
+//! [`kura_store::AuditStore::blocking_audit_writer`]), the writer is a thread of its own that the reads wake
 //! directly, and a task on the runtime hands out the answers of each commit: a read's audit
 //! takes three thread wake-ups (the writer's, the answering task's, then the read's, which runs
 //! on the same runtime thread as that task and so is cheap) instead of four (the batching task's,

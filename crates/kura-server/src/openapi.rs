@@ -67,7 +67,7 @@ mod contract {
         ),
         ("413", "BodyTooLarge", "The body is larger than the server accepts."),
         ("415", "UnsupportedMediaType", "The body's Content-Type is not one this operation accepts."),
-        ("422", "InvalidInput", "The body parses but its content is not valid for this operation."),
+        ("422", "InvalidInput", "The request parses but a value in its query or body is not valid for this operation."),
         ("503", "Busy", "The server is busy or not ready; retry after the time in Retry-After."),
     ];
 
@@ -122,14 +122,21 @@ mod contract {
         if secured || signed_by_peer {
             statuses.extend(["401", "403"]);
         }
-        if has_path {
+        // A path names a resource; a body or query may name one too (a study, a grantee), and
+        // each answers 404 when it does not exist.
+        if has_path || has_body || has_query {
             statuses.push("404");
         }
         if changes_state && (secured || signed_by_peer) {
             statuses.push("409");
         }
         if has_body {
-            statuses.extend(["413", "415", "422"]);
+            statuses.extend(["413", "415"]);
+        }
+        // Well-formed but unacceptable values (a label not written system:code, a date range
+        // the wrong way round) are 422, in a query as in a body.
+        if has_body || has_query {
+            statuses.push("422");
         }
         statuses.push("503");
         let Some(Value::Object(responses)) = operation.get_mut("responses") else { return };

@@ -9,9 +9,10 @@ use kura_store::{DisclosureStore, PartitionWrite, StoreError};
 use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
 
-use crate::analysis::{ANALYSIS_COLUMNS, distinct, rows_sharing_first};
-use crate::rows::{self, get, ts};
-use crate::store::{IN_LIST_CHUNK, append_audit, placeholders};
+use crate::audit_chain::append_audit;
+use crate::dialect::{IN_LIST_CHUNK, distinct, placeholders, rows_sharing_first};
+use crate::inserts::insert_notifications;
+use crate::rows::{self, ANALYSIS_COLUMNS, get, ts};
 use crate::{SqlStore, store_error};
 
 const STUDY_COLUMNS: &str = "id, org_id, title, purpose, ethics_reference, contact, created_by, created_at, \
@@ -162,7 +163,7 @@ impl DisclosureStore for SqlStore {
         if changed.rows_affected() != 1 {
             return Err(StoreError::Conflict("the study's review changed meanwhile"));
         }
-        crate::research::insert_notifications(tx.conn(), notifications).await?;
+        insert_notifications(tx.conn(), notifications).await?;
         append_audit(tx.conn(), &audit).await?;
         tx.commit().await
     }
@@ -295,7 +296,7 @@ impl DisclosureStore for SqlStore {
             .map_err(store_error)?;
         let since = refusals_since_resumed(tx.conn(), org).await?;
         if since == suspend_at {
-            crate::research::insert_notifications(tx.conn(), notices_at_suspension).await?;
+            insert_notifications(tx.conn(), notices_at_suspension).await?;
         }
         append_audit(tx.conn(), &audit).await?;
         tx.commit().await?;

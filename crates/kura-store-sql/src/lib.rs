@@ -5,18 +5,30 @@
 //! append-only) and in connection set-up; queries are written in the common dialect with `$n`
 //! placeholders. Driver errors never leave this crate: they become [`StoreError`]s.
 
+mod access;
+mod accounts;
 mod analysis;
 mod archive;
+mod audit;
+mod audit_chain;
 mod cache;
+mod dialect;
 mod direct;
 mod disclosure;
+mod grants;
+mod index_changes;
+mod inserts;
+mod ledger;
 mod login;
+mod notices;
 mod peers;
 mod providers;
+mod record_rows;
+mod records;
 mod research;
 mod rows;
 mod sealed;
-mod store;
+mod sealed_keys;
 mod writes;
 
 use std::sync::Arc;

@@ -282,3 +282,20 @@ pub(crate) fn audit(row: &(impl Cells + ?Sized)) -> Result<AuditRow, StoreError>
         hash: get(row, "hash")?,
     })
 }
+
+pub(crate) const ANALYSIS_COLUMNS: &str =
+    "id, study_id, requested_by, spec, result, measures, epsilon, participants, created_at";
+
+pub(crate) fn analysis(row: &(impl Cells + ?Sized)) -> Result<AnalysisRow, StoreError> {
+    Ok(AnalysisRow {
+        id: get(row, "id")?,
+        study: get(row, "study_id")?,
+        requested_by: get(row, "requested_by")?,
+        spec: get(row, "spec")?,
+        result: get(row, "result")?,
+        measures: get(row, "measures")?,
+        epsilon: get(row, "epsilon")?,
+        participants: get(row, "participants")?,
+        created_at: ts(get(row, "created_at")?),
+    })
+}

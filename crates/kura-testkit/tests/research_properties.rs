@@ -9,8 +9,8 @@ use kura_core::party::{AccountKind, OrgKind, Party};
 use kura_core::time::Timestamp;
 use kura_index::disclosure::{Disclosed, disclose};
 use kura_server::research_index::ResearchIndex;
-use kura_store::Store;
 use kura_store::model::*;
+use kura_store::{AccountStore, RecordStore, ResearchStore};
 use kura_store_sql::SqlStore;
 use proptest::prelude::*;
 

@@ -9,7 +9,7 @@ use kura_core::ids::{AccountId, OrgId, RecordId};
 use kura_core::party::{AccountKind, OrgKind, Party};
 use kura_core::record::{PartCategory, RecordFormat, RecordState};
 use kura_store::model::*;
-use kura_store::{Store, StoreError};
+use kura_store::{AccountStore, AuditStore, PeerStore, RecordStore, StoreError};
 
 use kura_testkit::story::{audit, scratch, t};
 

@@ -9,7 +9,10 @@ use kura_core::party::{AccountKind, OrgKind, Party};
 use kura_core::policy::{Action, ActionSet, Anonymization, Grant, GrantTerms, RecordSelector};
 use kura_core::record::{CategorySet, PartCategory, RecordFormat, RecordState};
 use kura_store::model::*;
-use kura_store::{DisclosureStore, PartitionWrite, Store, StoreError};
+use kura_store::{
+    AccountStore, AnalysisStore, AuditStore, DisclosureStore, GrantStore, NoticeStore, PartitionWrite, ProviderStore,
+    RecordStore, ResearchStore, StoreError,
+};
 use kura_store_sql::{Backend, SqlStore};
 
 use kura_testkit::story::{audit, scratch, t};

@@ -4,7 +4,7 @@
 use axum::http::Method;
 use kura_core::ids::RecordId;
 use kura_server::archive::{self, Entry};
-use kura_store::Store;
+use kura_store::RecordStore;
 use kura_testkit::{Person, TestApp, TestResponse, fixture, pdf_with_text};
 use serde_json::{Value, json};
 

@@ -4,7 +4,7 @@
 
 use axum::http::Method;
 use kura_server::{App, Clock, Config};
-use kura_store::Store;
+use kura_store::LoginStore;
 use kura_testkit::{Person, TestApp, TestResponse};
 use serde_json::{Value, json};
 use sqlx::Row;

@@ -19,7 +19,7 @@ use kura_stats::{AnalysisSpec, Context, Noise, Partition, Shard};
 use kura_store::StoreError;
 use kura_store::model::Study;
 
-use crate::app::AppState;
+use crate::state::AppState;
 
 /// The day (days since 1970-01-01) ages are computed at.
 pub fn today_days(now: Timestamp) -> i32 {

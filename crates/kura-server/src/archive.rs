@@ -14,7 +14,7 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use kura_api_types::ArchiveManifest;
 use serde::{Deserialize, Serialize};
 
-use crate::content::sha256_hex;
+use crate::service::content::sha256_hex;
 
 /// The first line of every archive.
 pub const MAGIC: &[u8] = b"KURA-ARCHIVE-1\n";
@@ -304,6 +304,35 @@ pub fn verify(entries: Vec<Entry>) -> Result<Verified, ArchiveError> {
         }
     }
     Ok(Verified { manifest, manifest_sha256, entries })
+}
+
+/// A part category as archive manifests (and the API) name it.
+pub(crate) fn category_to_api(c: kura_core::record::PartCategory) -> kura_api_types::Category {
+    match c {
+        kura_core::record::PartCategory::Certificate => kura_api_types::Category::Certificate,
+        kura_core::record::PartCategory::Image => kura_api_types::Category::Image,
+        kura_core::record::PartCategory::Medication => kura_api_types::Category::Medication,
+        kura_core::record::PartCategory::Observation => kura_api_types::Category::Observation,
+        kura_core::record::PartCategory::Condition => kura_api_types::Category::Condition,
+        kura_core::record::PartCategory::Procedure => kura_api_types::Category::Procedure,
+        kura_core::record::PartCategory::Document => kura_api_types::Category::Document,
+        kura_core::record::PartCategory::PatientEntered => kura_api_types::Category::PatientEntered,
+        kura_core::record::PartCategory::Other => kura_api_types::Category::Other,
+    }
+}
+
+pub(crate) fn category_from_api(c: kura_api_types::Category) -> kura_core::record::PartCategory {
+    match c {
+        kura_api_types::Category::Certificate => kura_core::record::PartCategory::Certificate,
+        kura_api_types::Category::Image => kura_core::record::PartCategory::Image,
+        kura_api_types::Category::Medication => kura_core::record::PartCategory::Medication,
+        kura_api_types::Category::Observation => kura_core::record::PartCategory::Observation,
+        kura_api_types::Category::Condition => kura_core::record::PartCategory::Condition,
+        kura_api_types::Category::Procedure => kura_core::record::PartCategory::Procedure,
+        kura_api_types::Category::Document => kura_core::record::PartCategory::Document,
+        kura_api_types::Category::PatientEntered => kura_core::record::PartCategory::PatientEntered,
+        kura_api_types::Category::Other => kura_core::record::PartCategory::Other,
+    }
 }
 
 #[cfg(test)]

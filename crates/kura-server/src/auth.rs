@@ -5,7 +5,7 @@
 use std::sync::OnceLock;
 
 use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHash, PasswordVerifier};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use base64::Engine;
@@ -18,25 +18,12 @@ use kura_store::envelope::MasterKey;
 use kura_store::model::{Account, DelegationRow, MachineClient, ThrottleRule, ThrottleVerdict};
 use serde::{Deserialize, Serialize};
 
-use crate::app::AppState;
 use crate::error::ApiError;
+use crate::service::accounts::hash_password;
+use crate::state::AppState;
 
 /// The header an agent sets to act as a patient: the patient's account id.
 pub const ACT_AS_HEADER: &str = "kura-act-as";
-
-pub fn hash_password(password: &str) -> Result<String, ApiError> {
-    let mut salt = [0u8; 16];
-    getrandom::fill(&mut salt).map_err(|_| ApiError::internal())?;
-    let salt = SaltString::encode_b64(&salt).map_err(|_| ApiError::internal())?;
-    Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|_| ApiError::internal())
-}
-
-pub fn check_password_rules(password: &str) -> Result<(), ApiError> {
-    if password.chars().count() < 10 || password.len() > 1024 {
-        return Err(ApiError::invalid("a password must have between 10 and 1024 characters"));
-    }
-    Ok(())
-}
 
 fn verify_password(hash: &str, password: &str) -> bool {
     PasswordHash::new(hash)

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use hmac::{Hmac, Mac};
 use kura_store::envelope::MasterKey;
 
-use crate::app::StartResult;
+use crate::state::StartResult;
 
 /// The lock file's name inside the data directory.
 pub const LOCK_FILE: &str = "kura.lock";

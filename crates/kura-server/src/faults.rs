@@ -10,7 +10,7 @@
 use std::collections::HashSet;
 use std::sync::Mutex;
 
-use crate::error::ApiError;
+use crate::service::error::ServiceError;
 
 #[derive(Debug, Default)]
 pub struct Faults {
@@ -25,11 +25,11 @@ impl Faults {
     }
 
     /// `Err` (as if the process died) when `point` is armed; disarms it.
-    pub fn check(&self, point: &str) -> Result<(), ApiError> {
+    pub fn check(&self, point: &str) -> Result<(), ServiceError> {
         let fired = self.armed.lock().map(|mut armed| armed.remove(point)).unwrap_or(false);
         if fired {
             tracing::warn!(point, "injected fault");
-            return Err(ApiError::internal());
+            return Err(ServiceError::Internal);
         }
         Ok(())
     }

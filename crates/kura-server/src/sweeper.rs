@@ -4,16 +4,16 @@
 
 use std::time::Duration;
 
-use crate::app::AppState;
-use crate::error::ApiError;
+use crate::service::error::ServiceResult;
+use crate::state::AppState;
 
 /// Destroys what is due now; returns how many copies (in-server and sealed) went. The owners
 /// whose grants the copies were made under are told in their inbox.
-pub async fn sweep(state: &AppState) -> Result<usize, ApiError> {
+pub async fn sweep(state: &AppState) -> ServiceResult<usize> {
     let now = state.clock.now();
     let swept = state.store.sweep_copies(now).await?;
     let count = swept.blobs.len();
-    crate::content::discard_blobs(state, swept.blobs).await;
+    crate::service::content::discard_blobs(state, swept.blobs).await;
     if count > 0 {
         tracing::info!(copies = count, "sweeper destroyed expired copies");
     }
@@ -30,12 +30,13 @@ pub async fn sweep(state: &AppState) -> Result<usize, ApiError> {
     let message = "Copies others held of your records were destroyed: the grants they were made under ended.";
     let mut notifications = Vec::new();
     for owner in &owners {
-        notifications
-            .extend(crate::notify::to_owner_and_agents(state, owner, "copy_destroyed", "sweep", message, now).await?);
+        notifications.extend(
+            crate::service::notify::to_owner_and_agents(state, owner, "copy_destroyed", "sweep", message, now).await?,
+        );
     }
     if !notifications.is_empty() {
         state.store.insert_notifications(&notifications, None).await?;
-        crate::notify::publish(state, notifications);
+        crate::service::notify::publish(state, notifications);
     }
     Ok(count + sealed.len())
 }
@@ -45,7 +46,7 @@ pub async fn run(state: AppState) {
     loop {
         interval.tick().await;
         if let Err(e) = sweep(&state).await {
-            tracing::warn!(status = %e.status(), "sweep failed; retrying next interval");
+            tracing::warn!(error = %e, "sweep failed; retrying next interval");
         }
     }
 }

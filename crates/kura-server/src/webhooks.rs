@@ -8,9 +8,9 @@ use kura_core::time::Timestamp;
 use kura_store::model::WebhookDelivery;
 use sha2::Sha256;
 
-use crate::app::AppState;
-use crate::error::ApiError;
 use crate::outbound;
+use crate::service::error::{ServiceError, ServiceResult};
+use crate::state::AppState;
 
 const MAX_ATTEMPTS: i64 = 6;
 
@@ -25,7 +25,7 @@ pub fn signature(secret: &str, at: Timestamp, body: &[u8]) -> String {
 }
 
 /// Attempts every delivery that is due; returns how many were attempted.
-pub async fn deliver_due(state: &AppState) -> Result<usize, ApiError> {
+pub async fn deliver_due(state: &AppState) -> ServiceResult<usize> {
     let now = state.clock.now();
     let due = state.store.due_deliveries(now, 50).await?;
     for delivery in &due {
@@ -34,7 +34,7 @@ pub async fn deliver_due(state: &AppState) -> Result<usize, ApiError> {
     Ok(due.len())
 }
 
-async fn attempt(state: &AppState, delivery: &WebhookDelivery, now: Timestamp) -> Result<(), ApiError> {
+async fn attempt(state: &AppState, delivery: &WebhookDelivery, now: Timestamp) -> ServiceResult<()> {
     let mut next = delivery.clone();
     next.attempts += 1;
     next.updated_at = now;
@@ -54,7 +54,7 @@ async fn attempt(state: &AppState, delivery: &WebhookDelivery, now: Timestamp) -
         "recipient": notification.recipient,
         "created_at": crate::time::format(notification.created_at),
     }))
-    .map_err(|_| ApiError::internal())?;
+    .map_err(|_| ServiceError::Internal)?;
     let sent = match state.http.request(reqwest::Method::POST, &webhook.url) {
         Ok(request) => request
             .header("content-type", "application/json")
@@ -99,7 +99,7 @@ pub async fn run(state: AppState) {
     loop {
         interval.tick().await;
         if let Err(e) = deliver_due(&state).await {
-            tracing::warn!(status = %e.status(), "webhook delivery round failed");
+            tracing::warn!(error = %e, "webhook delivery round failed");
         }
     }
 }

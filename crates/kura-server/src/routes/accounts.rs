@@ -6,12 +6,14 @@ use axum::http::StatusCode;
 use kura_api_types as api;
 use kura_core::ids::{AccountId, OrgId};
 use kura_core::party::{AccountKind, OrgKind};
-use kura_store::model::{Account, MachineClient, NewAudit, Org};
+use kura_store::model::{Account, MachineClient, Org};
 
+use super::ApiJson;
 use super::{AuditExt, audit_entry, new_id};
-use crate::app::{ApiJson, AppState};
 use crate::auth::{self, Caller};
 use crate::error::{ApiError, ApiResult};
+use crate::service::accounts::new_person;
+use crate::state::AppState;
 
 pub fn account_view(account: &Account) -> api::AccountView {
     api::AccountView {
@@ -21,55 +23,6 @@ pub fn account_view(account: &Account) -> api::AccountView {
         org: account.org.as_ref().map(|o| o.to_string()),
         totp_enabled: account.totp_secret.is_some(),
     }
-}
-
-pub fn check_username(username: &str) -> ApiResult<()> {
-    let ok = (3..=64).contains(&username.len())
-        && username.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
-    if !ok {
-        return Err(ApiError::invalid("a username has 3 to 64 letters, digits or . _ - @"));
-    }
-    Ok(())
-}
-
-/// Builds a new person account after checking the username and password rules.
-pub fn new_person(
-    username: &str,
-    password: &str,
-    kind: AccountKind,
-    org: Option<OrgId>,
-    now: kura_core::time::Timestamp,
-) -> ApiResult<Account> {
-    check_username(username)?;
-    auth::check_password_rules(password)?;
-    Ok(Account {
-        id: AccountId::parse(&new_id()).map_err(|_| ApiError::internal())?,
-        username: username.to_owned(),
-        password_hash: auth::hash_password(password)?,
-        kind,
-        org,
-        totp_secret: None,
-        created_at: now,
-    })
-}
-
-/// Creates the first operator (CLI bootstrap); refused once the username exists.
-pub async fn bootstrap_operator(state: &AppState, username: &str, password: &str) -> ApiResult<String> {
-    let now = state.clock.now();
-    let account = new_person(username, password, AccountKind::Operator, None, now)?;
-    let audit = NewAudit {
-        at: now,
-        actor: "system".into(),
-        on_behalf_of: String::new(),
-        action: "operator_bootstrap".into(),
-        record: None,
-        grant: None,
-        outcome: "done".into(),
-        detail: format!("account:{}", account.id),
-        subject: None,
-    };
-    state.store.create_account(&account, audit).await?;
-    Ok(account.id.to_string())
 }
 
 /// The caller's account.

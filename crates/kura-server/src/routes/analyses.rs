@@ -10,21 +10,17 @@ use axum::http::StatusCode;
 use kura_api_types as api;
 use kura_core::labels::Label;
 use kura_core::party::{AccountKind, Party};
-use kura_stats::{AnalysisError, Context, Shard};
-use kura_store::model::{AnalysisRow, Study};
-use kura_store::{PartitionWrite, StoreError};
+use kura_store::model::AnalysisRow;
 use serde::Deserialize;
 
-use super::research::{approved_study, org_ledger, own_study, refuse_differencing, research_org};
-use super::{AuditExt, audit_entry, new_id};
-use crate::analysis::{self, OsNoise};
-use crate::app::{ApiJson, AppState};
+use super::ApiJson;
+use super::research::{approved_study, own_study, research_org};
+use crate::analysis::{self};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::service::analyses;
+use crate::state::AppState;
 use crate::time;
-
-/// How often an analysis is retried when another analysis of the same study was stored first.
-const ATTEMPTS: usize = 3;
 
 fn view(row: &AnalysisRow) -> api::AnalysisView {
     api::AnalysisView {
@@ -55,109 +51,8 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<api::AnalysisView>)> {
     let study = approved_study(&state, &caller, &request.study).await?;
     let spec = kura_stats::parse_spec(&request.spec).map_err(|e| ApiError::invalid(format!("spec: {e}")))?;
-    if let Some(epsilon) = spec.epsilon {
-        let within = |who: &str, spent: f64, budget: f64| {
-            if spent + epsilon > budget + 1e-12 {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "privacy_budget",
-                    format!("{who} spent ε {spent} of a budget of {budget}; ε {epsilon} more would pass it"),
-                ));
-            }
-            Ok(())
-        };
-        let spent: f64 = state.store.analyses_of_study(&study.id).await?.iter().filter_map(|a| a.epsilon).sum();
-        within("this study has", spent, state.config.study_epsilon_budget)?;
-        let spent = state.store.org_epsilon_spent(&study.org).await?;
-        within("your organisation's studies have", spent, state.config.org_epsilon_budget)?;
-    }
-    for _ in 0..ATTEMPTS {
-        match run(&state, &caller, &study, &spec, &request.spec).await {
-            Err(RunError::Store(StoreError::Conflict(_))) => continue,
-            Err(RunError::Store(e)) => return Err(e.into()),
-            Err(RunError::Api(e)) => return Err(e),
-            Ok(row) => return Ok((StatusCode::CREATED, Json(view(&row)))),
-        }
-    }
-    Err(ApiError::conflict("other releases to your organisation kept changing what it was told; try again"))
-}
-
-enum RunError {
-    Store(StoreError),
-    Api(ApiError),
-}
-
-impl From<StoreError> for RunError {
-    fn from(e: StoreError) -> Self {
-        RunError::Store(e)
-    }
-}
-
-async fn run(
-    state: &AppState,
-    caller: &Caller,
-    study: &Study,
-    spec: &kura_stats::AnalysisSpec,
-    raw_spec: &serde_json::Value,
-) -> Result<AnalysisRow, RunError> {
-    let now = state.clock.now();
-    let k = u32::try_from(state.config.disclosure_k).unwrap_or(u32::MAX);
-    let (version, partition) = org_ledger(state, &study.org).await?;
-    let caps: HashMap<String, f64> = match spec.epsilon {
-        Some(_) => state.store.privacy_loss_caps().await?.into_iter().map(|(p, c)| (p.to_text(), c)).collect(),
-        None => HashMap::new(),
-    };
-    state.statistics.catch_up(state.store.as_ref()).await?;
-    let contributors = state.statistics.read().await;
-    let granted = analysis::granted_population(state, study, &contributors, now).await?;
-    // The statistics index lives on, so the organisation's member keys over it are kept between
-    // its analyses; the granted population's index is built for this analysis alone.
-    let kept_keys = state.org_keys.of(study.org.as_str());
-    let shards = [
-        Shard::with_keys(
-            &contributors,
-            analysis::eligible(state, &contributors, spec.epsilon, &caps).await?,
-            &kept_keys,
-        ),
-        Shard::new(&granted, analysis::eligible(state, &granted, spec.epsilon, &caps).await?),
-    ];
-    let key = state.master.derive("analysis-members");
-    let keys = kura_stats::MemberKeys::new(&key, study.org.as_str());
-    let member_key = |subject_hash: u64| keys.key(subject_hash);
-    let context = Context { k, today_days: analysis::today_days(now), member_key: &member_key };
-    let outcome = analysis::off_the_runtime(|| {
-        let computation = kura_stats::compute(spec, &shards, &context);
-        kura_stats::control(spec, &computation, &partition, k, &mut OsNoise).map(|release| {
-            let participants = if release.released { computation.participants(&shards) } else { Vec::new() };
-            let bytes = release.partition.to_bytes();
-            (computation.cohort_size(), release, participants, bytes)
-        })
-    });
-    drop(contributors);
-    let (cohort_size, release, participants, bytes) = match outcome {
-        Ok(released) => released,
-        Err(e @ AnalysisError::Differencing { .. }) => {
-            let answer = ApiError::new(StatusCode::CONFLICT, "differencing", e.to_string());
-            let refusal = refuse_differencing(state, caller, study, "analysis", &spec.describe(), answer).await;
-            return Err(RunError::Api(refusal.unwrap_or_else(|e| e)));
-        }
-    };
-    let row = AnalysisRow {
-        id: new_id(),
-        study: study.id.clone(),
-        requested_by: caller.audit_actor(),
-        spec: raw_spec.to_string(),
-        result: serde_json::to_string(&release.result).map_err(|_| StoreError::Corrupt("result".into()))?,
-        measures: spec.describe(),
-        epsilon: spec.epsilon.filter(|_| release.released),
-        participants: i64::try_from(cohort_size).unwrap_or(i64::MAX),
-        created_at: now,
-    };
-    let audit = audit_entry(caller, now, "analysis", "done")
-        .detail(format!("study {} analysis {}: {}", study.id, row.id, row.measures));
-    let write = PartitionWrite { org: &study.org, expected_version: version, bytes: &bytes };
-    state.store.insert_analysis(&row, &participants, write, audit).await?;
-    Ok(row)
+    let row = analyses::run(&state, &caller, &study, &spec, &request.spec).await?;
+    Ok((StatusCode::CREATED, Json(view(&row))))
 }
 
 /// A stored analysis of one of the caller's organisation's studies.

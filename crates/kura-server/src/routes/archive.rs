@@ -8,23 +8,17 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use kura_api_types as api;
-use kura_core::custody::CustodyEvent;
-use kura_core::ids::{OrgId, RecordId};
-use kura_core::party::{OrgKind, Party};
+use kura_core::party::Party;
 use kura_core::policy::{Action, Basis, Decision, Permit};
-use kura_core::record::{PartCategory, RecordFormat, RecordState};
-use kura_store::StoreError;
+use kura_core::record::RecordState;
 use kura_store::model::*;
-use serde_json::json;
 
-use super::convert::{category_from_api, category_to_api};
-use super::records::{check_local_id, parse_content, research_facts, stored_parts};
-use super::{AuditExt, audit_entry, decide_on, deny, new_id};
-use crate::app::{ApiJson, AppState};
-use crate::archive::{self as format, ArchiveError, Entry};
+use super::ApiJson;
+use super::{decide_on, deny};
 use crate::auth::Caller;
-use crate::content;
 use crate::error::{ApiError, ApiResult};
+use crate::service::archive;
+use crate::state::AppState;
 use crate::time;
 
 /// The header that carries an archive's passphrase on import. Never logged.
@@ -50,20 +44,8 @@ fn check_passphrase(passphrase: &str) -> ApiResult<()> {
     Ok(())
 }
 
-fn archive_error(e: ArchiveError) -> ApiError {
-    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.code(), e.to_string())
-}
-
 fn is_owner_basis(permit: &Permit) -> bool {
     matches!(permit.basis(), Basis::Owner | Basis::Delegation(_))
-}
-
-fn extension(format: RecordFormat) -> &'static str {
-    match format {
-        RecordFormat::Fhir => "json",
-        RecordFormat::Dicom => "dcm",
-        RecordFormat::Pdf => "pdf",
-    }
 }
 
 /// The records to export, each with the permit that opens it: the ones named, which the caller
@@ -115,26 +97,6 @@ async fn records_to_export(
     Ok(out)
 }
 
-/// A FHIR Bundle of type `collection` with the resources of the FHIR records (a stored Bundle
-/// contributes its entries' resources).
-fn collection_bundle(fhir: &[Vec<u8>], timestamp: &str) -> ApiResult<Vec<u8>> {
-    let mut entries = Vec::new();
-    for bytes in fhir {
-        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|_| ApiError::internal())?;
-        if value.get("resourceType").and_then(|t| t.as_str()) == Some("Bundle") {
-            for entry in value.get("entry").and_then(|e| e.as_array()).into_iter().flatten() {
-                if let Some(resource) = entry.get("resource") {
-                    entries.push(json!({ "resource": resource }));
-                }
-            }
-        } else {
-            entries.push(json!({ "resource": value }));
-        }
-    }
-    let bundle = json!({ "resourceType": "Bundle", "type": "collection", "timestamp": timestamp, "entry": entries });
-    serde_json::to_vec_pretty(&bundle).map_err(|_| ApiError::internal())
-}
-
 /// Exports the caller's records (or those of the patient an agent acts for) as an archive
 /// encrypted to the passphrase and signed by this server: a FHIR Bundle, every record's stored
 /// content byte for byte, and a manifest with their SHA-256. Nothing changes here; see
@@ -155,127 +117,18 @@ pub async fn export(
     let owner = archive_owner(&caller, "exporting an archive")?;
     check_passphrase(&request.passphrase)?;
     let records = records_to_export(&state, &caller, &owner, request.records.as_deref()).await?;
-    if records.is_empty() {
-        return Err(ApiError::invalid("there is nothing to export: no active record of yours is here"));
-    }
-    let total: i64 = records.iter().map(|(r, _)| r.size).sum();
-    if total > i64::try_from(state.config.max_upload_bytes).unwrap_or(i64::MAX) {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "archive_too_large",
-            format!(
-                "these records hold {total} bytes, more than one archive may ({} bytes); export them in parts with `records`",
-                state.config.max_upload_bytes
-            ),
-        ));
-    }
-    let now = state.clock.now();
-    let exported_at = time::format(now);
-    let mut entries = Vec::with_capacity(records.len() + 3);
-    let mut listed = Vec::with_capacity(records.len());
-    let mut fhir = Vec::new();
-    let mut exported = Vec::with_capacity(records.len());
-    for (record, permit) in &records {
-        let bytes = content::open(&state, permit).await?;
-        let institution = state.store.org(&record.institution).await?.ok_or_else(ApiError::internal)?;
-        let entry = format!("records/{}.{}", record.id, extension(record.format));
-        let content_sha256 = content::sha256_hex(&bytes);
-        listed.push(api::ArchiveRecord {
-            id: record.id.to_string(),
-            format: record.format.as_str().to_owned(),
-            document_category: record.document_category.map(category_to_api),
-            parts: record
-                .parts
-                .iter()
-                .map(|p| api::ArchivePart {
-                    index: p.index,
-                    category: category_to_api(p.category),
-                    resource_type: p.resource_type.clone(),
-                })
-                .collect(),
-            labels: record.labels.iter().map(|l| l.to_string()).collect(),
-            provenance: record.provenance.clone(),
-            institution: api::ArchiveInstitution { id: institution.id.to_string(), name: institution.name },
-            local_patient_id: record.mrn.clone(),
-            created_at: time::format(record.created_at),
-            entry: entry.clone(),
-            content_sha256: content_sha256.clone(),
-            size: bytes.len() as u64,
-        });
-        exported.push(ExportedRecord {
-            record: record.id.clone(),
-            version: record.version,
-            content_hash: content_sha256,
-        });
-        if record.format == RecordFormat::Fhir {
-            fhir.push(bytes.clone());
-        }
-        entries.push(Entry { name: entry, data: bytes });
-    }
-    let bundle = collection_bundle(&fhir, &exported_at)?;
-    let manifest = api::ArchiveManifest {
-        format: format::MANIFEST_FORMAT.to_owned(),
-        server: api::ArchiveServer {
-            name: state.config.server_name.clone(),
-            public_url: state.config.public_url.clone(),
-            public_key: state.identity.public_key().to_owned(),
-        },
-        exported_at: exported_at.clone(),
-        owner: owner.to_text(),
-        bundle: api::ArchiveEntryRef { entry: format::BUNDLE_ENTRY.to_owned(), sha256: content::sha256_hex(&bundle) },
-        records: listed,
-    };
-    let manifest_bytes = serde_json::to_vec_pretty(&manifest).map_err(|_| ApiError::internal())?;
-    let manifest_sha256 = content::sha256_hex(&manifest_bytes);
-    let signature = state.identity.sign(&manifest_bytes);
-    entries.insert(0, Entry { name: format::BUNDLE_ENTRY.to_owned(), data: bundle });
-    entries.push(Entry { name: format::MANIFEST_ENTRY.to_owned(), data: manifest_bytes });
-    entries.push(Entry { name: format::SIGNATURE_ENTRY.to_owned(), data: signature.into_bytes() });
-    let passphrase = request.passphrase;
-    let archive = tokio::task::spawn_blocking(move || format::seal(&entries, &passphrase))
-        .await
-        .map_err(|_| ApiError::internal())?
-        .map_err(|e| {
-            tracing::error!(error = %e, "sealing an archive failed");
-            ApiError::internal()
-        })?;
-    // The bundle repeats the FHIR content: the whole file must still fit an import elsewhere.
-    if archive.len() > state.config.max_upload_bytes {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "archive_too_large",
-            format!(
-                "the archive would have {} bytes, more than one import may ({} bytes); export the records in parts with `records`",
-                archive.len(),
-                state.config.max_upload_bytes
-            ),
-        ));
-    }
-    let audit: Vec<NewAudit> = records
-        .iter()
-        .map(|(record, _)| {
-            audit_entry(&caller, now, "export", "done").record(&record.id).detail(format!("archive {manifest_sha256}"))
-        })
-        .collect();
-    let count = exported.len();
-    let export = ArchiveExport {
-        manifest_sha256: manifest_sha256.clone(),
-        owner,
-        exported_by: caller.audit_actor(),
-        exported_at: now,
-        moved_at: None,
-        records: exported,
-    };
-    state.store.insert_archive_export(&export, &audit).await?;
-    tracing::info!(archive = %manifest_sha256, records = count, "archive exported");
-    let filename = format!("kura-export-{}.kura", exported_at.get(..10).unwrap_or("archive"));
+    let exported = archive::export(&state, &caller, owner, &records, request.passphrase).await?;
+    let filename = format!("kura-export-{}.kura", exported.exported_at.get(..10).unwrap_or("archive"));
     let mut headers = HeaderMap::new();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
     let disposition = format!("attachment; filename=\"{filename}\"");
     headers.insert(header::CONTENT_DISPOSITION, HeaderValue::from_str(&disposition).map_err(|_| ApiError::internal())?);
-    headers.insert(MANIFEST_HASH_HEADER, HeaderValue::from_str(&manifest_sha256).map_err(|_| ApiError::internal())?);
-    headers.insert(RECORD_COUNT_HEADER, HeaderValue::from(count));
-    Ok((headers, archive).into_response())
+    headers.insert(
+        MANIFEST_HASH_HEADER,
+        HeaderValue::from_str(&exported.manifest_sha256).map_err(|_| ApiError::internal())?,
+    );
+    headers.insert(RECORD_COUNT_HEADER, HeaderValue::from(exported.count));
+    Ok((headers, exported.archive).into_response())
 }
 
 /// Moves the records of an archive to it: once the patient holds the archive (the CLI writes
@@ -300,7 +153,6 @@ pub async fn move_to_archive(
     if export.moved_at.is_some() {
         return Err(ApiError::conflict("the records of this archive were already moved to it"));
     }
-    let now = state.clock.now();
     let mut permits = Vec::with_capacity(export.records.len());
     for exported in &export.records {
         let decided = decide_on(&state, &caller, exported.record.as_str(), Action::Move, None).await?;
@@ -322,34 +174,7 @@ pub async fn move_to_archive(
             Decision::Deny(reason) => return Err(deny(&state, &caller, Action::Move, &exported.record, reason).await),
         }
     }
-    let locator = Locator {
-        destination: format!("held by the patient offline since {}", time::format(export.exported_at)),
-        moved_at: now,
-        ordered_by: caller.audit_actor(),
-    };
-    let ends: Vec<ArchiveEnd<'_>> = permits
-        .iter()
-        .map(|(record, permit)| ArchiveEnd {
-            permit,
-            expected_version: record.version,
-            ledger: NewLedger {
-                event: CustodyEvent::MovedOut,
-                from_owner: Some(record.owner.clone()),
-                to_owner: record.owner.clone(),
-                transfer: None,
-                actor: caller.audit_actor(),
-                at: now,
-                note: format!("{}; archive {hash}", locator.destination),
-            },
-            audit: audit_entry(&caller, now, "move", "done").record(&record.id).detail(format!("to archive {hash}")),
-        })
-        .collect();
-    let blobs = state.store.move_to_archive(&hash, &ends, &locator).await.map_err(|e| match e {
-        StoreError::Conflict(why) => ApiError::conflict(format!("{why}; nothing was moved")),
-        other => other.into(),
-    })?;
-    content::discard_blobs(&state, blobs).await;
-    tracing::info!(archive = %hash, records = ends.len(), "records moved to an archive");
+    let locator = archive::end_at_archive(&state, &caller, &hash, &export, &permits).await?;
     Ok(Json(api::ExportMoveResponse {
         manifest_sha256: hash,
         moved: permits.iter().map(|(r, _)| r.id.to_string()).collect(),
@@ -359,34 +184,6 @@ pub async fn move_to_archive(
             ordered_by: locator.ordered_by,
         },
     }))
-}
-
-/// What one record of a verified archive becomes here.
-struct Prepared {
-    original: api::ArchiveRecord,
-    format: RecordFormat,
-    document_category: Option<PartCategory>,
-    institution: OrgId,
-    bytes: Vec<u8>,
-}
-
-fn prepare(verified: &format::Verified, record: &api::ArchiveRecord) -> ApiResult<Prepared> {
-    let bad = |what: &str| ApiError::invalid(format!("the archive's record {}: {what}", record.id));
-    let format = RecordFormat::parse(&record.format).ok_or_else(|| bad("its format is not fhir, dicom or pdf"))?;
-    let document_category = match (format, record.document_category.map(category_from_api)) {
-        (RecordFormat::Pdf, None) => Some(PartCategory::Document),
-        (RecordFormat::Pdf, Some(c @ (PartCategory::Document | PartCategory::Certificate))) => Some(c),
-        (RecordFormat::Pdf, Some(_)) => return Err(bad("a PDF is a certificate or a document")),
-        (_, Some(_)) => return Err(bad("only PDFs have a document category")),
-        (_, None) => None,
-    };
-    let institution = OrgId::parse(&record.institution.id).map_err(|_| bad("its institution id is not valid"))?;
-    if record.institution.name.trim().is_empty() || record.institution.name.len() > 200 {
-        return Err(bad("its institution's name must have 1 to 200 characters"));
-    }
-    check_local_id(&record.local_patient_id).map_err(|_| bad("its local patient id is not valid"))?;
-    let bytes = verified.entry(&record.entry).ok_or_else(|| bad("its content entry is missing"))?.to_vec();
-    Ok(Prepared { original: record.clone(), format, document_category, institution, bytes })
 }
 
 /// Imports an archive (the raw file as the body; its passphrase in the `Kura-Passphrase`
@@ -432,143 +229,7 @@ pub async fn import(
     if bytes.is_empty() {
         return Err(ApiError::bad_request("the body is empty: send the archive file"));
     }
-    let verified = tokio::task::spawn_blocking(move || format::open(&bytes, &passphrase).and_then(format::verify))
-        .await
-        .map_err(|_| ApiError::internal())?
-        .map_err(archive_error)?;
-    let manifest = &verified.manifest;
-    let origin_key = manifest.server.public_key.clone();
-    let originals: Vec<String> = manifest.records.iter().map(|r| r.id.clone()).collect();
-    let done = state.store.imported_originals(&owner, &origin_key, &originals).await?;
-    let mut skipped = Vec::new();
-    let mut prepared = Vec::new();
-    for record in &manifest.records {
-        if let Some((_, id)) = done.iter().find(|(original, _)| original == &record.id) {
-            skipped.push(api::ImportedRecordView {
-                original_id: record.id.clone(),
-                id: id.to_string(),
-                format: record.format.clone(),
-                content_sha256: record.content_sha256.clone(),
-            });
-        } else if !prepared.iter().any(|p: &Prepared| p.original.id == record.id) {
-            prepared.push(prepare(&verified, record)?);
-        }
-    }
-    let now = state.clock.now();
-    let exported_date = manifest.exported_at.get(..10).unwrap_or(&manifest.exported_at);
-    let mut institutions: Vec<Org> = Vec::new();
-    let mut items = Vec::with_capacity(prepared.len());
-    let mut blobs = Vec::new();
-    let result: ApiResult<()> = async {
-        for p in prepared {
-            let parsed = {
-                let (format, institution, category) = (p.format, p.institution.to_string(), p.document_category);
-                let bytes = p.bytes.clone();
-                tokio::task::spawn_blocking(move || parse_content(format, &bytes, &institution, now, category))
-                    .await
-                    .map_err(|_| ApiError::internal())?
-                    .map_err(|e| {
-                        ApiError::invalid(format!(
-                            "the archive's record {} does not read: {}",
-                            p.original.id,
-                            e.message()
-                        ))
-                    })?
-            };
-            if !institutions.iter().any(|o| o.id == p.institution) {
-                institutions.push(Org {
-                    id: p.institution.clone(),
-                    name: p.original.institution.name.clone(),
-                    kind: OrgKind::Institution,
-                    created_at: now,
-                });
-            }
-            let id = RecordId::parse(&new_id()).map_err(|_| ApiError::internal())?;
-            let content = content::seal_and_store(&state, id.as_str(), &p.bytes).await?;
-            blobs.push(content.blob_key.clone());
-            let provenance = format!(
-                "imported from an archive of {} ({}) exported {}; original record {}",
-                manifest.server.name, origin_key, exported_date, p.original.id
-            );
-            let (values, birth_day) = research_facts(&parsed);
-            let record = NewRecord {
-                id: id.clone(),
-                owner: owner.clone(),
-                institution: p.institution,
-                mrn: p.original.local_patient_id.clone(),
-                format: p.format,
-                parts: stored_parts(&parsed),
-                labels: parsed.labels,
-                document_category: p.document_category,
-                content,
-                derived_from: None,
-                provenance: provenance.clone(),
-                held_under: None,
-                values,
-                subject_birth_day: birth_day,
-                created_at: now,
-            };
-            let ledger = NewLedger {
-                event: CustodyEvent::Imported,
-                from_owner: None,
-                to_owner: owner.clone(),
-                transfer: None,
-                actor: caller.audit_actor(),
-                at: now,
-                note: provenance,
-            };
-            let audit = audit_entry(&caller, now, "import", "done").record(&id).detail(format!(
-                "original record {} of {}; archive {}",
-                p.original.id, manifest.server.name, verified.manifest_sha256
-            ));
-            items.push(ImportedRecord { original_id: p.original.id, record, ledger, audit });
-        }
-        Ok(())
-    }
-    .await;
-    if let Err(e) = result {
-        content::discard_blobs(&state, blobs).await;
-        return Err(e);
-    }
-    let imported: Vec<api::ImportedRecordView> = items
-        .iter()
-        .map(|i| api::ImportedRecordView {
-            original_id: i.original_id.clone(),
-            id: i.record.id.to_string(),
-            format: i.record.format.as_str().to_owned(),
-            content_sha256: i.record.content.content_hash.clone(),
-        })
-        .collect();
-    if !items.is_empty() {
-        let import = ArchiveImport {
-            owner: owner.clone(),
-            origin_key: origin_key.clone(),
-            manifest_sha256: verified.manifest_sha256.clone(),
-            at: now,
-            institutions,
-            records: items,
-        };
-        if let Err(e) = state.store.import_archive(&import).await {
-            content::discard_blobs(&state, blobs).await;
-            return Err(match e {
-                StoreError::Conflict(why) => ApiError::conflict(why),
-                other => other.into(),
-            });
-        }
-    }
-    tracing::info!(archive = %verified.manifest_sha256, imported = imported.len(), skipped = skipped.len(), "archive imported");
-    let status = if imported.is_empty() { StatusCode::OK } else { StatusCode::CREATED };
-    Ok((
-        status,
-        Json(api::ImportResponse {
-            manifest_sha256: verified.manifest_sha256.clone(),
-            origin_server: manifest.server.name.clone(),
-            signed_by_this_server: origin_key == state.identity.public_key(),
-            origin_key,
-            exported_at: manifest.exported_at.clone(),
-            owner: owner.to_text(),
-            imported,
-            skipped,
-        }),
-    ))
+    let answer = archive::import(&state, &caller, owner, bytes, passphrase).await?;
+    let status = if answer.imported.is_empty() { StatusCode::OK } else { StatusCode::CREATED };
+    Ok((status, Json(answer)))
 }

@@ -10,9 +10,9 @@ use kura_core::audit::ChainVerifier;
 use kura_core::party::{AccountKind, Party};
 use serde::Deserialize;
 
-use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
 use crate::time;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -9,11 +9,13 @@ use kura_api_types as api;
 use kura_core::party::AccountKind;
 use serde::Deserialize;
 
-use super::accounts::{account_view, new_person};
+use super::ApiJson;
+use super::accounts::account_view;
 use super::{AuditExt, audit_entry};
-use crate::app::{ApiJson, AppState};
 use crate::auth::{self, Caller, ClientAddress};
 use crate::error::{ApiError, ApiResult};
+use crate::service::accounts::new_person;
+use crate::state::AppState;
 use crate::time;
 
 /// Logs a person in. Failures never say whether the account exists. Every attempt is counted

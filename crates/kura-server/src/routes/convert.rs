@@ -4,39 +4,13 @@ use kura_api_types as api;
 use kura_core::ids::{AccountId, OrgId};
 use kura_core::party::Party;
 use kura_core::policy::{Action, ActionSet, Anonymization, Basis, Permit, RecordSelector};
-use kura_core::record::{CategorySet, PartCategory};
+use kura_core::record::CategorySet;
 use kura_store::model::{DelegationRow, GrantRow, RecordRow};
 
 use crate::error::ApiError;
 use crate::time;
 
-pub fn category_to_api(c: PartCategory) -> api::Category {
-    match c {
-        PartCategory::Certificate => api::Category::Certificate,
-        PartCategory::Image => api::Category::Image,
-        PartCategory::Medication => api::Category::Medication,
-        PartCategory::Observation => api::Category::Observation,
-        PartCategory::Condition => api::Category::Condition,
-        PartCategory::Procedure => api::Category::Procedure,
-        PartCategory::Document => api::Category::Document,
-        PartCategory::PatientEntered => api::Category::PatientEntered,
-        PartCategory::Other => api::Category::Other,
-    }
-}
-
-pub fn category_from_api(c: api::Category) -> PartCategory {
-    match c {
-        api::Category::Certificate => PartCategory::Certificate,
-        api::Category::Image => PartCategory::Image,
-        api::Category::Medication => PartCategory::Medication,
-        api::Category::Observation => PartCategory::Observation,
-        api::Category::Condition => PartCategory::Condition,
-        api::Category::Procedure => PartCategory::Procedure,
-        api::Category::Document => PartCategory::Document,
-        api::Category::PatientEntered => PartCategory::PatientEntered,
-        api::Category::Other => PartCategory::Other,
-    }
-}
+pub(crate) use crate::archive::{category_from_api, category_to_api};
 
 pub fn categories_from_api(items: &[api::Category]) -> CategorySet {
     items.iter().map(|c| category_from_api(*c)).collect()

@@ -5,17 +5,17 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use kura_api_types as api;
-use kura_core::ids::{GrantId, RecordId};
+use kura_core::ids::GrantId;
 use kura_core::labels::Label;
 use kura_core::party::Party;
-use kura_core::policy::{Grant, GrantTerms, RecordSelector, check_agent_grant, may_manage_grants_of};
-use kura_store::model::GrantRow;
+use kura_core::policy::{GrantTerms, RecordSelector, check_agent_grant, may_manage_grants_of};
 
+use super::ApiJson;
 use super::convert;
-use super::{AuditExt, audit_entry, new_id};
-use crate::app::{ApiJson, AppState};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::service::grants;
+use crate::state::AppState;
 use crate::time;
 
 async fn grantee_exists(state: &AppState, grantee: &Party) -> ApiResult<bool> {
@@ -96,28 +96,7 @@ pub async fn create(
         check_agent_grant(delegation, &caller.actor.identities, &grantee, terms.actions())
             .map_err(|refusal| ApiError::forbidden(refusal.to_string()))?;
     }
-    let id = GrantId::parse(&new_id()).map_err(|_| ApiError::internal())?;
-    let row = GrantRow {
-        grant: Grant { id: id.clone(), owner, grantee, terms, revoked_at: None },
-        study: None,
-        purpose: request.purpose,
-        created_by: caller.audit_actor(),
-        created_at: now,
-    };
-    let first_record = match row.grant.terms.selector() {
-        RecordSelector::Records(ids) => ids.first().cloned(),
-        RecordSelector::Labels(_) => None,
-    };
-    let mut audit = audit_entry(&caller, now, "grant_create", "done").grant(&id).detail(format!(
-        "to {} actions={} scope={}",
-        row.grant.grantee.to_text(),
-        row.grant.terms.actions().to_text(),
-        row.grant.terms.scope().to_text()
-    ));
-    if let Some(record) = first_record {
-        audit = audit.record(&record);
-    }
-    state.store.insert_grant(&row, audit).await?;
+    let row = grants::create(&state, &caller, owner, grantee, terms, request.purpose).await?;
     Ok((StatusCode::CREATED, Json(convert::grant_view(&row, now))))
 }
 
@@ -150,28 +129,6 @@ pub async fn revoke(State(state): State<AppState>, caller: Caller, Path(id): Pat
     let grant = grant
         .filter(|g| may_manage_grants_of(&caller.actor, &g.grant.owner, now))
         .ok_or_else(|| ApiError::not_found("grant"))?;
-    let record: Option<RecordId> = match grant.grant.terms.selector() {
-        RecordSelector::Records(ids) => ids.first().cloned(),
-        RecordSelector::Labels(_) => None,
-    };
-    let mut audit = audit_entry(&caller, now, "grant_revoke", "done").grant(&grant.grant.id);
-    if let Some(record) = record {
-        audit = audit.record(&record);
-    }
-    // The owner hears of destroyed copies in the revocation's own transaction.
-    let message = format!(
-        "The copies {} made under grant {} were destroyed with it.",
-        grant.grant.grantee.to_text(),
-        grant.grant.id
-    );
-    let about = grant.grant.id.to_string();
-    let notices =
-        crate::notify::to_owner_and_agents(&state, &grant.grant.owner, "copy_destroyed", &about, &message, now).await?;
-    let blobs = state.store.revoke_grant(&grant.grant.id, now, audit, &notices).await?;
-    let copies_destroyed = !blobs.is_empty();
-    crate::content::discard_blobs(&state, blobs).await;
-    if copies_destroyed {
-        crate::notify::publish(&state, notices);
-    }
+    grants::revoke(&state, &caller, &grant).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -13,9 +13,9 @@ use kura_core::party::Party;
 use kura_store::model::Notification;
 use serde::Deserialize;
 
-use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
 use crate::time;
 
 /// Whose notifications the caller reads: its own, its organisation's, and those of the patient an

@@ -9,11 +9,12 @@ use kura_core::party::{AccountKind, OrgKind};
 use kura_store::StoreError;
 use kura_store::model::LinkCode;
 
+use super::ApiJson;
 use super::audit_entry;
-use crate::app::{ApiJson, AppState};
 use crate::auth::Caller;
-use crate::content::sha256_hex;
 use crate::error::{ApiError, ApiResult};
+use crate::service::content::sha256_hex;
+use crate::state::AppState;
 use crate::time;
 
 const LINK_CODE_DAYS: i64 = 14;

@@ -20,18 +20,19 @@ mod sealed;
 mod system;
 mod webhooks;
 
-use kura_core::ids::{GrantId, RecordId};
+use kura_core::ids::RecordId;
 use kura_core::policy::{Action, Decision, DenyReason, RecordPolicyView, decide};
 use kura_core::record::PartCategory;
-use kura_core::time::Timestamp;
-use kura_store::model::{NewAudit, RecordRow};
+use kura_store::model::RecordRow;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::AppState;
+use axum::extract::{FromRequest, Request};
+
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, from_rejection};
+use crate::state::AppState;
 
 pub fn router(max_upload_bytes: usize) -> OpenApiRouter<AppState> {
     let _ = max_upload_bytes;
@@ -106,50 +107,27 @@ pub fn router(max_upload_bytes: usize) -> OpenApiRouter<AppState> {
         .fallback(|| async { ApiError::not_found("route") })
 }
 
-pub fn new_id() -> String {
-    uuid::Uuid::now_v7().to_string()
+/// `Json<T>` whose rejections (malformed JSON, wrong content type, too large) use the envelope.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    axum::Json<T>: FromRequest<S, Rejection = axum::extract::rejection::JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) => Err(from_rejection(rejection.status(), rejection.body_text())),
+        }
+    }
 }
 
-/// An audit entry for what `caller` did.
-pub fn audit_entry(caller: &Caller, now: Timestamp, action: &str, outcome: &str) -> NewAudit {
-    NewAudit {
-        at: now,
-        actor: caller.audit_actor(),
-        on_behalf_of: caller.on_behalf_of(),
-        action: action.to_owned(),
-        record: None,
-        grant: None,
-        outcome: outcome.to_owned(),
-        detail: String::new(),
-        subject: None,
-    }
-}
+pub use crate::service::ids::new_id;
 
-pub trait AuditExt {
-    fn record(self, id: &RecordId) -> Self;
-    fn grant(self, id: &GrantId) -> Self;
-    fn detail(self, detail: impl Into<String>) -> Self;
-    fn subject(self, patient: &kura_core::ids::AccountId) -> Self;
-}
-
-impl AuditExt for NewAudit {
-    fn record(mut self, id: &RecordId) -> Self {
-        self.record = Some(id.clone());
-        self
-    }
-    fn grant(mut self, id: &GrantId) -> Self {
-        self.grant = Some(id.clone());
-        self
-    }
-    fn detail(mut self, detail: impl Into<String>) -> Self {
-        self.detail = detail.into();
-        self
-    }
-    fn subject(mut self, patient: &kura_core::ids::AccountId) -> Self {
-        self.subject = Some(patient.clone());
-        self
-    }
-}
+pub use crate::service::audit::{AuditExt, audit_entry};
 
 /// Loads a record by a caller-supplied id; malformed ids are simply not found.
 pub async fn load_record(state: &AppState, raw_id: &str) -> Result<Option<RecordRow>, ApiError> {

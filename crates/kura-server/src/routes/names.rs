@@ -13,10 +13,10 @@ use kura_core::party::Party;
 use kura_core::policy::{Anonymization, Basis, Permit};
 use kura_store::model::{GrantRow, RecordRow};
 
-use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::ApiResult;
 use crate::pseudonyms::Pseudonyms;
+use crate::state::AppState;
 
 /// The names one response gives a record.
 pub(super) struct RecordNames {

@@ -9,20 +9,18 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use kura_api_types as api;
-use kura_core::custody::CustodyEvent;
-use kura_core::ids::{OrgId, RecordId};
-use kura_core::party::{AccountKind, OrgKind, Party};
-use kura_core::record::{PartCategory, RecordFormat};
+use kura_core::party::{AccountKind, OrgKind};
 use kura_store::StoreError;
 use kura_store::model::*;
 
-use super::records::{parse_content, research_facts, stored_parts};
-use super::{AuditExt, audit_entry, new_id};
-use crate::app::{ApiJson, AppState};
+use super::ApiJson;
+use super::{AuditExt, audit_entry};
 use crate::auth::Caller;
-use crate::content::{self, sha256_hex};
 use crate::error::{ApiError, ApiResult};
-use crate::peers::{HEADER_DATE, HEADER_PEER, HEADER_SIGNATURE, MAX_CLOCK_SKEW_MILLIS};
+use crate::service::content::sha256_hex;
+use crate::service::ids;
+use crate::service::peers::{self, HEADER_DATE, HEADER_PEER, HEADER_SIGNATURE, MAX_CLOCK_SKEW_MILLIS};
+use crate::state::AppState;
 use crate::time;
 
 /// How long a move-in token stays valid.
@@ -84,7 +82,7 @@ pub async fn register(
     }
     let now = state.clock.now();
     let org = Org {
-        id: OrgId::parse(&new_id()).map_err(|_| ApiError::internal())?,
+        id: ids::new_org_id()?,
         name: format!("peer server {}", request.name),
         kind: OrgKind::Institution,
         created_at: now,
@@ -211,7 +209,7 @@ async fn authenticate(
         )
     })?;
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or(uri.path());
-    let message = crate::peers::request_message(method.as_str(), path, &date, &body);
+    let message = crate::service::peers::request_message(method.as_str(), path, &date, &body);
     if !crate::identity::verify(&peer.public_key, &message, &signature) {
         tracing::warn!(peer = %peer.name, "peer request with a bad signature");
         return Err(peer_auth_error("the Kura-Signature does not verify with the registered key"));
@@ -234,7 +232,8 @@ fn signed<T: serde::Serialize>(state: &AppState, headers: &HeaderMap, result: Ap
     let Ok(body) = body else {
         return ApiError::internal().into_response();
     };
-    let signature = state.identity.sign(&crate::peers::response_message(status.as_u16(), request_signature, &body));
+    let signature =
+        state.identity.sign(&crate::service::peers::response_message(status.as_u16(), request_signature, &body));
     let mut response = (status, body).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -245,50 +244,6 @@ fn signed<T: serde::Serialize>(state: &AppState, headers: &HeaderMap, result: Ap
         headers.insert(HEADER_SIGNATURE, signature);
     }
     response
-}
-
-fn check_move_id(move_id: &str) -> ApiResult<()> {
-    if move_id.is_empty() || move_id.len() > 128 || !move_id.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(ApiError::invalid("move_id must be 1 to 128 visible ASCII characters"));
-    }
-    Ok(())
-}
-
-fn status_of(move_id: &str, incoming: Option<&IncomingMove>) -> api::PeerMoveStatus {
-    match incoming {
-        Some(m) => api::PeerMoveStatus {
-            move_id: move_id.to_owned(),
-            state: m.state.as_str().to_owned(),
-            remote_id: m.record.as_ref().map(|r| r.to_string()),
-            content_hash: Some(m.content_hash.clone()).filter(|h| !h.is_empty()),
-        },
-        None => api::PeerMoveStatus {
-            move_id: move_id.to_owned(),
-            state: "unknown".into(),
-            remote_id: None,
-            content_hash: None,
-        },
-    }
-}
-
-fn peer_audit(
-    peer: &PeerRow,
-    at: kura_core::time::Timestamp,
-    action: &str,
-    record: Option<&RecordId>,
-    detail: String,
-) -> NewAudit {
-    NewAudit {
-        at,
-        actor: format!("peer:{}", peer.name),
-        on_behalf_of: String::new(),
-        action: action.to_owned(),
-        record: record.cloned(),
-        grant: None,
-        outcome: "done".into(),
-        detail,
-        subject: None,
-    }
 }
 
 /// Phase 1 of a move into this server (signed, for peers): stores the record `pending` in the
@@ -326,119 +281,7 @@ async fn receive_offer(state: &AppState, call: &PeerCall) -> ApiResult<api::Peer
             e.column()
         ))
     })?;
-    check_move_id(&offer.move_id)?;
-    let origin_key = call.peer.public_key.as_str();
-    if let Some(known) = state.store.move_in(origin_key, &offer.move_id).await? {
-        return answer_known(&offer, known);
-    }
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(offer.content_base64.as_bytes())
-        .map_err(|_| ApiError::invalid("content_base64 is not base64"))?;
-    if bytes.is_empty() || sha256_hex(&bytes) != offer.content_hash {
-        return Err(ApiError::invalid("content_hash is not the SHA-256 of the content"));
-    }
-    let token_hash = sha256_hex(offer.token.as_bytes());
-    let now = state.clock.now();
-    let invalid_token = || {
-        ApiError::forbidden(
-            "the move token is unknown, used or expired; the patient gets a new one at the destination with \
-             POST /api/v1/peer-tokens",
-        )
-    };
-    let token = state.store.peer_token(&token_hash).await?.ok_or_else(invalid_token)?;
-    if token.used_at.is_some() || token.expires_at.as_millis() <= now.as_millis() {
-        return Err(invalid_token());
-    }
-    let format =
-        RecordFormat::parse(&offer.format).ok_or_else(|| ApiError::invalid("format must be fhir, dicom or pdf"))?;
-    let document_category = match offer.document_category.as_deref() {
-        None => None,
-        Some(raw) => match PartCategory::parse(raw) {
-            Some(c @ (PartCategory::Document | PartCategory::Certificate)) if format == RecordFormat::Pdf => Some(c),
-            _ => return Err(ApiError::invalid("document_category must be certificate or document, for PDF only")),
-        },
-    };
-    let institution = call.peer.org.to_string();
-    let parsed = {
-        let bytes = bytes.clone();
-        tokio::task::spawn_blocking(move || parse_content(format, &bytes, &institution, now, document_category))
-            .await
-            .map_err(|_| ApiError::internal())??
-    };
-    let id = RecordId::parse(&new_id()).map_err(|_| ApiError::internal())?;
-    let sealed = content::seal_and_store(state, id.as_str(), &bytes).await?;
-    let blob_key = sealed.blob_key.clone();
-    let owner = Party::Account(token.account.clone());
-    let provenance: String = format!(
-        "moved in from peer {} (record {} there, move {}); {}",
-        call.peer.name, offer.origin_record, offer.move_id, offer.provenance
-    )
-    .chars()
-    .take(1000)
-    .collect();
-    let (values, birth_day) = research_facts(&parsed);
-    let record = NewRecord {
-        id: id.clone(),
-        owner,
-        institution: call.peer.org.clone(),
-        mrn: offer.move_id.clone(),
-        format,
-        parts: stored_parts(&parsed),
-        labels: parsed.labels.clone(),
-        document_category,
-        content: sealed,
-        derived_from: None,
-        provenance,
-        held_under: None,
-        values,
-        subject_birth_day: birth_day,
-        created_at: now,
-    };
-    let incoming = IncomingMove {
-        origin_key: origin_key.to_owned(),
-        move_id: offer.move_id.clone(),
-        peer_name: call.peer.name.clone(),
-        record: Some(id.clone()),
-        account: Some(token.account.clone()),
-        state: IncomingMoveState::Pending,
-        content_hash: offer.content_hash.clone(),
-        created_at: now,
-        updated_at: now,
-    };
-    let audit = peer_audit(
-        &call.peer,
-        now,
-        "move_in_receive",
-        Some(&id),
-        format!("move {} from peer {} (pending)", offer.move_id, call.peer.name),
-    );
-    if let Err(e) = state.store.receive_move_in(&incoming, &record, &token_hash, audit).await {
-        content::discard_blobs(state, [blob_key]).await;
-        return match e {
-            StoreError::NotFound => Err(invalid_token()),
-            StoreError::Conflict(_) => match state.store.move_in(origin_key, &offer.move_id).await? {
-                Some(known) => answer_known(&offer, known),
-                None => Err(ApiError::conflict("the move could not be stored; try again")),
-            },
-            other => Err(other.into()),
-        };
-    }
-    tracing::info!(record = %id, move_id = %offer.move_id, peer = %call.peer.name, "move received (pending)");
-    state.faults.check("move.after_peer_store")?;
-    Ok(status_of(&offer.move_id, Some(&incoming)))
-}
-
-/// A repeated offer: the same answer as the first time, or a refusal if the move was abandoned.
-fn answer_known(offer: &api::PeerMoveOffer, known: IncomingMove) -> ApiResult<api::PeerMoveStatus> {
-    match known.state {
-        IncomingMoveState::Discarded => {
-            Err(ApiError::conflict("this move was abandoned by its origin; start a new one"))
-        }
-        _ if known.content_hash != offer.content_hash => {
-            Err(ApiError::conflict("this move id was used for other content"))
-        }
-        _ => Ok(status_of(&offer.move_id, Some(&known))),
-    }
+    Ok(peers::receive_offer(state, &call.peer, &offer).await?)
 }
 
 /// What this server holds of a move from the calling peer (signed, for peers): `pending`,
@@ -459,7 +302,7 @@ pub async fn status(
     let result = async {
         let call = authenticate(&state, &method, &uri, &headers, body, 64 * 1024).await?;
         let known = state.store.move_in(&call.peer.public_key, &move_id).await?;
-        Ok(status_of(&move_id, known.as_ref()))
+        Ok(peers::status_of(&move_id, known.as_ref()))
     }
     .await;
     signed(&state, &headers, result)
@@ -486,39 +329,12 @@ pub async fn confirm(
         state.faults.check("peer.drop_confirm")?;
         let known =
             state.store.move_in(&call.peer.public_key, &move_id).await?.ok_or_else(|| ApiError::not_found("move"))?;
-        activate(&state, &call.peer, &known).await?;
+        peers::activate(&state, &call.peer, &known).await?;
         let known = state.store.move_in(&call.peer.public_key, &move_id).await?;
-        Ok(status_of(&move_id, known.as_ref()))
+        Ok(peers::status_of(&move_id, known.as_ref()))
     }
     .await;
     signed(&state, &headers, result)
-}
-
-async fn activate(state: &AppState, peer: &PeerRow, known: &IncomingMove) -> ApiResult<()> {
-    let (Some(record), Some(account)) = (&known.record, &known.account) else {
-        return Err(ApiError::conflict("this move was abandoned by its origin"));
-    };
-    let now = state.clock.now();
-    let ledger = NewLedger {
-        event: CustodyEvent::MovedIn,
-        from_owner: None,
-        to_owner: Party::Account(account.clone()),
-        transfer: None,
-        actor: format!("peer:{}", peer.name),
-        at: now,
-        note: format!("moved in from peer {} (move {})", peer.name, known.move_id),
-    };
-    let audit =
-        peer_audit(peer, now, "move_in", Some(record), format!("move {} from peer {}", known.move_id, peer.name));
-    state.store.activate_move_in(&known.origin_key, &known.move_id, ledger, audit).await.map_err(|e| match e {
-        StoreError::NotFound => ApiError::not_found("move"),
-        StoreError::Conflict(why) => ApiError::conflict(why),
-        other => other.into(),
-    })?;
-    if known.state == IncomingMoveState::Pending {
-        tracing::info!(record = %record, move_id = %known.move_id, peer = %peer.name, "moved-in record activated");
-    }
-    Ok(())
 }
 
 /// The origin abandons a move (signed, for peers): a pending record is deleted, and a move not
@@ -539,25 +355,13 @@ pub async fn abort(
 ) -> Response {
     let result = async {
         let call = authenticate(&state, &method, &uri, &headers, body, 64 * 1024).await?;
-        check_move_id(&move_id)?;
-        discard(&state, &call.peer, &move_id).await?;
+        peers::check_move_id(&move_id)?;
+        peers::discard(&state, &call.peer, &move_id).await?;
         let known = state.store.move_in(&call.peer.public_key, &move_id).await?;
-        Ok(status_of(&move_id, known.as_ref()))
+        Ok(peers::status_of(&move_id, known.as_ref()))
     }
     .await;
     signed(&state, &headers, result)
-}
-
-async fn discard(state: &AppState, peer: &PeerRow, move_id: &str) -> ApiResult<()> {
-    let now = state.clock.now();
-    let audit = peer_audit(peer, now, "move_in_discard", None, format!("move {move_id} from peer {}", peer.name));
-    let blob =
-        state.store.discard_move_in(&peer.public_key, move_id, &peer.name, now, audit).await.map_err(|e| match e {
-            StoreError::Conflict(why) => ApiError::conflict(why),
-            other => other.into(),
-        })?;
-    content::discard_blobs(state, blob).await;
-    Ok(())
 }
 
 /// The state of a move from this server to the calling peer (signed, for peers), so that a
@@ -598,26 +402,4 @@ pub async fn outgoing(
     }
     .await;
     signed(&state, &headers, result)
-}
-
-/// Resolves a pending incoming move by asking its origin: committed there → activate here;
-/// aborted or unknown there → discard here; still preparing → wait.
-pub(crate) async fn resolve_incoming(state: &AppState, incoming: &IncomingMove) -> ApiResult<()> {
-    let Some(peer) = state.store.peer_by_key(&incoming.origin_key).await? else {
-        return Ok(());
-    };
-    let path = format!("/api/v1/peer/outgoing/{}", incoming.move_id);
-    let reply =
-        match crate::peers::call_peer(state, &peer.base_url, &peer.public_key, reqwest::Method::GET, &path, None).await
-        {
-            Ok(reply) if reply.is_success() => reply,
-            Ok(_) | Err(_) => return Ok(()),
-        };
-    let Some(view) = reply.json::<api::OutgoingMoveView>() else { return Ok(()) };
-    let ours = incoming.record.as_ref().map(|r| r.to_string());
-    match view.state.as_str() {
-        "committed" | "confirmed" if view.remote_id == ours => activate(state, &peer, incoming).await,
-        "aborted" | "unknown" => discard(state, &peer, &incoming.move_id).await,
-        _ => Ok(()),
-    }
 }

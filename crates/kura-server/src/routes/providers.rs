@@ -1,6 +1,6 @@
 //! External providers (issue 5): a patient, or an agent with the power to manage grants, links
 //! an external FHIR endpoint (base URL, the patient's id there, their token), lists and removes
-//! links, and pulls now. Pulling itself lives in `crate::providers`.
+//! links, and pulls now. Pulling itself lives in `crate::service::providers`.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -12,11 +12,12 @@ use kura_core::policy::may_manage_grants_of;
 use kura_store::model::ProviderLink;
 use reqwest::Url;
 
+use super::ApiJson;
 use super::{AuditExt, audit_entry, new_id};
-use crate::app::{ApiJson, AppState};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::providers::{self, DEFAULT_RESOURCE_TYPES, SyncActor};
+use crate::service::providers::{self, DEFAULT_RESOURCE_TYPES, SyncActor};
+use crate::state::AppState;
 use crate::time;
 
 /// The patient whose provider links the caller manages: themself, or the patient an agent acts

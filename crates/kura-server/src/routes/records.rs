@@ -7,27 +7,23 @@ use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use base64::Engine;
 use kura_api_types as api;
-use kura_core::custody::{CustodyEvent, TransferAgreement, TransferPlan, plan_transfer};
-use kura_core::ids::{GrantId, RecordId, TransferId};
+use kura_core::custody::TransferAgreement;
 use kura_core::labels::Label;
-use kura_core::party::{AccountKind, OrgKind, Party};
-use kura_core::policy::{
-    Action, ActionSet, Anonymization, Basis, Decision, Grant, GrantTerms, Permit, RecordSelector, decide,
-    may_filter_on, may_know_location,
-};
+use kura_core::party::{AccountKind, OrgKind};
+use kura_core::policy::{Action, Anonymization, Basis, Decision, Permit, decide, may_filter_on, may_know_location};
 use kura_core::record::{CategorySet, PartCategory, RecordFormat};
-use kura_core::time::Timestamp;
-use kura_formats::IngestContext;
-use kura_store::StoreError;
 use kura_store::model::*;
 use serde::Deserialize;
 
+use super::ApiJson;
 use super::convert::{self, category_from_api};
-use super::{AuditExt, audit_entry, decide_on, deny, names, new_id, refuse};
-use crate::app::{ApiJson, AppState};
+use super::{AuditExt, audit_entry, decide_on, deny, names, refuse};
 use crate::auth::Caller;
-use crate::content;
 use crate::error::{ApiError, ApiResult};
+use crate::service::audit::audited;
+use crate::service::records::check_local_id;
+use crate::service::{content, records, transfer};
+use crate::state::AppState;
 use crate::time;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -47,42 +43,6 @@ async fn caller_institution(state: &AppState, caller: &Caller, what: &str) -> Ap
         return Err(ApiError::forbidden("only institutions upload and transfer records"));
     }
     Ok(org)
-}
-
-pub(crate) fn check_local_id(mrn: &str) -> ApiResult<()> {
-    if mrn.is_empty() || mrn.len() > 128 || !mrn.chars().all(|c| c.is_ascii_graphic()) {
-        return Err(ApiError::invalid("patient must be the local patient id: 1 to 128 visible ASCII characters"));
-    }
-    Ok(())
-}
-
-pub(crate) fn stored_parts(parsed: &kura_formats::Parsed) -> Vec<StoredPart> {
-    parsed
-        .parts
-        .iter()
-        .map(|p| StoredPart { index: p.index, category: p.category, resource_type: p.resource_type.clone() })
-        .collect()
-}
-
-/// The research facts of parsed content: numeric values and the subject's birth date.
-pub(crate) fn research_facts(parsed: &kura_formats::Parsed) -> (Vec<StoredValue>, Option<i32>) {
-    let values = parsed
-        .values
-        .iter()
-        .map(|v| StoredValue { code: v.code.clone(), value: v.value, unit: v.unit.clone() })
-        .collect();
-    (values, parsed.birth_day)
-}
-
-pub(crate) fn parse_content(
-    format: RecordFormat,
-    bytes: &[u8],
-    institution: &str,
-    now: Timestamp,
-    document_category: Option<PartCategory>,
-) -> ApiResult<kura_formats::Parsed> {
-    let ctx = IngestContext { institution, now, document_category };
-    kura_formats::parse_upload(format, bytes, &ctx).map_err(content::format_error)
 }
 
 /// Upload a record: FHIR R4 JSON (resource or Bundle), DICOM Part 10 or PDF, as the raw body
@@ -124,66 +84,15 @@ pub async fn upload(
     if bytes.is_empty() {
         return Err(ApiError::bad_request("the body is empty"));
     }
-    let now = state.clock.now();
-    // Parsing runs on a blocking thread, before and outside any store transaction.
-    let parsed = {
-        let bytes = bytes.clone();
-        let institution = org.id.to_string();
-        tokio::task::spawn_blocking(move || parse_content(format, &bytes, &institution, now, document_category))
-            .await
-            .map_err(|_| ApiError::internal())??
-    };
-    let most = state.config.max_parts_per_record;
-    if parsed.parts.len() > most {
-        return Err(ApiError::invalid(format!(
-            "the upload holds {} parts; one record may hold at most {most}: split it into several uploads",
-            parsed.parts.len()
-        )));
-    }
-    let id = RecordId::parse(&new_id()).map_err(|_| ApiError::internal())?;
-    let content = content::seal_and_store(&state, id.as_str(), &bytes).await?;
-    let blob_key = content.blob_key.clone();
-    let owner = Party::Organisation(org.id.clone());
-    let (values, subject_birth_day) = research_facts(&parsed);
-    let record = NewRecord {
-        id: id.clone(),
-        owner: owner.clone(),
-        institution: org.id.clone(),
-        mrn: query.patient.clone(),
-        format,
-        parts: stored_parts(&parsed),
-        labels: parsed.labels.clone(),
-        document_category,
-        content,
-        derived_from: None,
-        provenance: format!("uploaded by {}", caller.audit_actor()),
-        held_under: None,
-        values,
-        subject_birth_day,
-        created_at: now,
-    };
-    let ledger = NewLedger {
-        event: CustodyEvent::Uploaded,
-        from_owner: None,
-        to_owner: owner.clone(),
-        transfer: None,
-        actor: caller.audit_actor(),
-        at: now,
-        note: String::new(),
-    };
-    let audit = audit_entry(&caller, now, "upload", "done").record(&id).detail(format.as_str());
-    if let Err(e) = state.store.insert_record(&record, ledger, audit).await {
-        content::discard_blobs(&state, [blob_key]).await;
-        return Err(e.into());
-    }
-    tracing::info!(record = %id, format = format.as_str(), parts = record.parts.len(), "record uploaded");
+    let record =
+        records::upload(&state, &caller, &org, query.patient.clone(), format, document_category, bytes).await?;
     Ok((
         StatusCode::CREATED,
         Json(api::UploadResponse {
-            id: id.to_string(),
-            owner: owner.to_text(),
+            id: record.id.to_string(),
+            owner: record.owner.to_text(),
             format: format.as_str().to_owned(),
-            labels: parsed.labels.iter().map(|l| l.to_string()).collect(),
+            labels: record.labels.iter().map(|l| l.to_string()).collect(),
             parts: convert::parts_to_api(&RecordRow::from_new(&record), CategorySet::all()),
         }),
     ))
@@ -478,66 +387,6 @@ fn record_view(
     Ok(RecordResponse { view, fhir })
 }
 
-/// Opens a permitted record's content and applies the permit's obligations.
-pub(super) async fn released_content(
-    state: &AppState,
-    record: &RecordRow,
-    permit: &Permit,
-) -> ApiResult<content::Released> {
-    let plaintext = content::open(state, permit).await?;
-    content::release(state, record, permit, plaintext).await
-}
-
-fn grant_of(permit: &Permit) -> Option<&GrantId> {
-    match permit.basis() {
-        Basis::Grant(id) | Basis::CopyHolder(id) => Some(id),
-        Basis::Owner | Basis::Delegation(_) => None,
-    }
-}
-
-/// The content a copy may hold under `permit` (obligations applied); a clear refusal when the
-/// obligations leave nothing.
-pub(super) async fn copyable_content(state: &AppState, record: &RecordRow, permit: &Permit) -> ApiResult<Vec<u8>> {
-    let released = released_content(state, record, permit).await?;
-    released.content.ok_or_else(|| {
-        ApiError::invalid(format!(
-            "nothing can be copied: {}",
-            released.withheld.unwrap_or_else(|| "the content is withheld".into())
-        ))
-    })
-}
-
-/// The audit entry of an action under `permit`, with `detail`. Through a grant an agent made for
-/// the patient, the entry also names the agent (DESIGN.md I9): the patient sees whose grant the
-/// action went through, and the agent answers for it.
-pub(super) async fn audited_action(
-    state: &AppState,
-    caller: &Caller,
-    now: Timestamp,
-    permit: &Permit,
-    action: &str,
-    detail: String,
-) -> ApiResult<NewAudit> {
-    let mut detail = detail;
-    if let Basis::Grant(id) = permit.basis()
-        && let Some(row) = state.store.grant(id).await?
-        && matches!(row.grant.owner, Party::Account(_))
-        && row.created_by != row.grant.owner.to_text()
-    {
-        let origin = format!("through a grant made by agent {} for {}", row.created_by, row.grant.owner.to_text());
-        detail = if detail.is_empty() { origin } else { format!("{detail}; {origin}") };
-    }
-    Ok(audited(caller, now, permit, action).detail(detail))
-}
-
-pub(super) fn audited(caller: &Caller, now: Timestamp, permit: &Permit, action: &str) -> NewAudit {
-    let entry = audit_entry(caller, now, action, "allowed").record(permit.record());
-    match grant_of(permit) {
-        Some(grant) => entry.grant(grant),
-        None => entry,
-    }
-}
-
 /// A record's metadata and the content the caller's decision allows, with its obligations
 /// applied (parts out of scope dropped, anonymization). A moved record answers with its
 /// locator to those allowed to know it.
@@ -572,7 +421,7 @@ pub async fn get(State(state): State<AppState>, caller: Caller, Path(id): Path<S
     // entry does not look its grant up to name an agent who made it: the timeline does that when
     // it is shown (`routes/audit.rs`), so reads pay nothing for it.
     let entry = state.reads_audit.submit(audited(&caller, now, &permit, "view")).await?;
-    let released = released_content(&state, &decided.record, &permit).await;
+    let released = content::released(&state, &decided.record, &permit).await;
     entry.durable().await?;
     let names = names::of_record(&state, &decided.record, Some(&permit), &mut Default::default()).await?;
     Ok(record_view(&decided.record, Some(&permit), Some(released?))?.named(names))
@@ -647,277 +496,22 @@ pub async fn transfer(
         Decision::Allow(permit) => permit,
         Decision::Deny(reason) => return Err(refuse(&state, &caller, Action::Transfer, &decided, reason).await),
     };
-    // The grants the institution gave over this record: each ends with the transfer unless the
-    // agreement carries it over to the patient (DESIGN.md I10).
-    let institution_grants: Vec<Grant> = decided
-        .view
-        .grants
-        .iter()
-        .filter(|g| {
-            g.owner == decided.record.owner
-                && g.revoked_at.is_none()
-                && g.terms.selector().matches(&decided.record.id, &decided.record.labels)
-        })
-        .cloned()
-        .collect();
-    let mut carry_over = Vec::new();
-    for raw in &request.agreement.carry_over_grants {
-        let grant = institution_grants.iter().find(|g| g.id.as_str() == raw).ok_or_else(|| {
-            ApiError::invalid(format!(
-                "carry_over_grants: {raw} is not a grant in force of this record's owner over it"
-            ))
-        })?;
-        if !carry_over.contains(&grant.id) {
-            carry_over.push(grant.id.clone());
-        }
-    }
-    let record = decided.record;
     let agreement = TransferAgreement {
         retain_view: request.agreement.retain_view,
         parts: request.agreement.parts.as_deref().map(convert::categories_from_api),
         anonymize_staff: request.agreement.anonymize_staff,
     };
-    let patient = state.store.linked_patient(&record.institution, &record.mrn).await?.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::CONFLICT,
-            "not_linked",
-            "no patient account is linked to this record's local patient id; issue a link code first",
-        )
-    })?;
-    let plan = plan_transfer(record.categories(), &agreement).map_err(|e| ApiError::invalid(e.to_string()))?;
-    let now = state.clock.now();
-    let plaintext = content::open(&state, &permit).await?;
-    let staff_key = state.master.derive(&format!("staff-pseudonyms/{}", org.id));
-    let anonymize = |bytes: Vec<u8>| -> ApiResult<Vec<u8>> {
-        if agreement.anonymize_staff {
-            kura_formats::anonymize_staff(record.format, &bytes, &org.name, &staff_key).map_err(content::format_error)
-        } else {
-            Ok(bytes)
-        }
-    };
-    let transfer_id = TransferId::parse(&new_id()).map_err(|_| ApiError::internal())?;
-    let patient_party = Party::Account(patient.clone());
-    let institution_party = record.owner.clone();
-    let mut new_blobs = Vec::new();
-    let (patient_record, whole_content, split) = match plan {
-        TransferPlan::Whole => {
-            let replaced = if agreement.anonymize_staff {
-                let c = content::seal_and_store(&state, record.id.as_str(), &anonymize(plaintext)?).await?;
-                new_blobs.push(c.blob_key.clone());
-                Some(c)
-            } else {
-                None
-            };
-            (record.id.clone(), replaced, None)
-        }
-        TransferPlan::Split { moving, staying } => {
-            let select = |keep| -> ApiResult<Vec<u8>> {
-                kura_formats::select_parts(record.format, &plaintext, keep, record.document_category)
-                    .map_err(content::format_error)?
-                    .ok_or_else(|| ApiError::invalid("the record has no parts of the categories to transfer"))
-            };
-            let moving_bytes = anonymize(select(moving)?)?;
-            let staying_bytes = select(staying)?;
-            let institution = record.institution.to_string();
-            let moving_parsed =
-                parse_content(record.format, &moving_bytes, &institution, now, record.document_category)?;
-            let staying_parsed =
-                parse_content(record.format, &staying_bytes, &institution, now, record.document_category)?;
-            let (moving_values, moving_birth_day) = research_facts(&moving_parsed);
-            let new_id = RecordId::parse(&new_id()).map_err(|_| ApiError::internal())?;
-            let moving_content = content::seal_and_store(&state, new_id.as_str(), &moving_bytes).await?;
-            new_blobs.push(moving_content.blob_key.clone());
-            let staying_content = content::seal_and_store(&state, record.id.as_str(), &staying_bytes).await?;
-            new_blobs.push(staying_content.blob_key.clone());
-            let split = SplitCommit {
-                moving: NewRecord {
-                    id: new_id.clone(),
-                    owner: patient_party.clone(),
-                    institution: record.institution.clone(),
-                    mrn: record.mrn.clone(),
-                    format: record.format,
-                    parts: stored_parts(&moving_parsed),
-                    labels: moving_parsed.labels,
-                    document_category: record.document_category,
-                    content: moving_content,
-                    derived_from: Some(record.id.clone()),
-                    provenance: format!(
-                        "split from record {} by transfer {} ({})",
-                        record.id,
-                        transfer_id,
-                        moving.to_text()
-                    ),
-                    held_under: None,
-                    values: moving_values,
-                    subject_birth_day: moving_birth_day,
-                    created_at: now,
-                },
-                staying_values: research_facts(&staying_parsed).0,
-                staying_parts: stored_parts(&staying_parsed),
-                staying_labels: staying_parsed.labels,
-                staying_content,
-            };
-            (new_id, None, Some(split))
-        }
-    };
-    let retained_view = if agreement.retain_view {
-        let terms = GrantTerms::new(
-            RecordSelector::Records(vec![patient_record.clone()]),
-            CategorySet::all(),
-            ActionSet::empty().with(Action::View),
-            Anonymization::None,
-            now,
-            None,
-        )
-        .map_err(|_| ApiError::internal())?;
-        Some(GrantRow {
-            grant: Grant {
-                id: GrantId::parse(&new_id()).map_err(|_| ApiError::internal())?,
-                owner: patient_party.clone(),
-                grantee: institution_party.clone(),
-                terms,
-                revoked_at: None,
-            },
-            study: None,
-            purpose: format!("view retained by transfer {transfer_id}"),
-            created_by: caller.audit_actor(),
-            created_at: now,
-        })
-    } else {
-        None
-    };
-    let mut ended_grants = Vec::new();
-    let mut carried_grants = Vec::new();
-    // A grant over this record alone ends with a whole transfer. After a split the institution
-    // still owns the original record (the parts that stay), so its grants over it stand; the
-    // copies taken under them held the moving parts too, and go all the same.
-    for grant in &institution_grants {
-        let only_this_record = split.is_none()
-            && matches!(grant.terms.selector(), RecordSelector::Records(ids) if ids.iter().all(|id| *id == record.id));
-        if carry_over.contains(&grant.id) {
-            let terms = GrantTerms::new(
-                RecordSelector::Records(vec![patient_record.clone()]),
-                grant.terms.scope(),
-                grant.terms.actions(),
-                grant.terms.anonymization(),
-                grant.terms.period().not_before(),
-                grant.terms.period().expires_at(),
-            )
-            .map_err(|_| ApiError::internal())?;
-            carried_grants.push(CarriedGrant {
-                previous: grant.id.clone(),
-                end_previous: only_this_record,
-                patients: GrantRow {
-                    grant: Grant {
-                        id: GrantId::parse(&new_id()).map_err(|_| ApiError::internal())?,
-                        owner: patient_party.clone(),
-                        grantee: grant.grantee.clone(),
-                        terms,
-                        revoked_at: None,
-                    },
-                    study: None,
-                    purpose: format!("carried over from grant {} by transfer {transfer_id}", grant.id),
-                    created_by: caller.audit_actor(),
-                    created_at: now,
-                },
-            });
-        } else if only_this_record {
-            ended_grants.push(grant.id.clone());
-        }
-    }
-    let terms = format!(
-        "transfer {transfer_id}: retain_view={} parts={} anonymize_staff={}",
-        agreement.retain_view,
-        agreement.parts.map(|p| p.to_text()).unwrap_or_else(|| "all".into()),
-        agreement.anonymize_staff
-    );
-    let mut audit = vec![audit_entry(&caller, now, "transfer", "done").record(&record.id).detail(terms)];
-    if split.is_some() {
-        audit.push(
-            audit_entry(&caller, now, "split_off", "done")
-                .record(&patient_record)
-                .detail(format!("from record {}", record.id)),
-        );
-    }
-    if let Some(grant) = &retained_view {
-        audit.push(
-            audit_entry(&caller, now, "grant_create", "done")
-                .record(&patient_record)
-                .grant(&grant.grant.id)
-                .detail("view retained by the institution"),
-        );
-    }
-    for grant in &ended_grants {
-        audit.push(
-            audit_entry(&caller, now, "grant_end", "done")
-                .record(&patient_record)
-                .grant(grant)
-                .detail(format!("the institution's grant ended with transfer {transfer_id}")),
-        );
-    }
-    for carried in &carried_grants {
-        audit.push(
-            audit_entry(&caller, now, "grant_create", "done")
-                .record(&patient_record)
-                .grant(&carried.patients.grant.id)
-                .detail(format!(
-                    "carried over from the institution's grant {} to {}",
-                    carried.previous,
-                    carried.patients.grant.grantee.to_text()
-                )),
-        );
-    }
-    let copies_destroyed_notice = crate::notify::to_owner_and_agents(
-        &state,
-        &patient_party,
-        "copy_destroyed",
-        patient_record.as_str(),
-        &format!(
-            "Copies others held of your record {patient_record} under {}'s grants were destroyed when it passed to you.",
-            institution_party.to_text()
-        ),
-        now,
-    )
-    .await?;
-    let commit = TransferCommit {
-        transfer: transfer_id.clone(),
-        record: record.id.clone(),
-        expected_version: record.version,
-        institution: institution_party,
-        patient: patient_party.clone(),
-        at: now,
-        actor: caller.audit_actor(),
-        whole_content,
-        retained_view: retained_view.clone(),
-        split,
-        ended_grants: ended_grants.clone(),
-        carried_grants: carried_grants.clone(),
-        copies_destroyed_notice,
-        audit,
-    };
-    match state.store.apply_transfer(&commit).await {
-        // The notice of destroyed copies is stored with the transfer when there were any; the
-        // live stream does not carry it (the store does not say whether it was written).
-        Ok(dead) => content::discard_blobs(&state, dead).await,
-        Err(e) => {
-            content::discard_blobs(&state, new_blobs).await;
-            return Err(match e {
-                StoreError::Conflict(why) => {
-                    ApiError::conflict(format!("{why}; the record was transferred or changed by another request"))
-                }
-                other => other.into(),
-            });
-        }
-    }
-    tracing::info!(record = %record.id, transfer = %transfer_id, "custody transferred");
+    let order = transfer::TransferOrder { carry_over_grants: &request.agreement.carry_over_grants, agreement };
+    let done =
+        transfer::transfer_to_patient(&state, &caller, &org, &decided.record, &decided.view, &permit, order).await?;
     Ok(Json(api::TransferResponse {
-        transfer: transfer_id.to_string(),
-        record: patient_record.to_string(),
-        owner: patient_party.to_text(),
-        remainder: commit.split.as_ref().map(|_| record.id.to_string()),
-        retained_grant: retained_view.map(|g| g.grant.id.to_string()),
-        ended_grants: ended_grants.iter().map(ToString::to_string).collect(),
-        carried_grants: carried_grants.iter().map(|c| c.patients.grant.id.to_string()).collect(),
+        transfer: done.transfer.to_string(),
+        record: done.record.to_string(),
+        owner: done.owner.to_text(),
+        remainder: done.remainder.map(|r| r.to_string()),
+        retained_grant: done.retained_grant.map(|g| g.to_string()),
+        ended_grants: done.ended_grants.iter().map(ToString::to_string).collect(),
+        carried_grants: done.carried_grants.iter().map(ToString::to_string).collect(),
     }))
 }
 
@@ -937,51 +531,7 @@ pub async fn copy(
         Decision::Allow(permit) => permit,
         Decision::Deny(reason) => return Err(refuse(&state, &caller, Action::Copy, &decided, reason).await),
     };
-    let record = decided.record;
-    let (owner, held_under) = match permit.basis() {
-        Basis::Grant(grant_id) => {
-            let grant = state.store.grant(grant_id).await?.ok_or_else(ApiError::internal)?;
-            (grant.grant.grantee, Some(grant_id.clone()))
-        }
-        _ => (record.owner.clone(), None),
-    };
-    let bytes = copyable_content(&state, &record, &permit).await?;
-    let now = state.clock.now();
-    let parsed = parse_content(record.format, &bytes, record.institution.as_str(), now, record.document_category)?;
-    let copy_id = RecordId::parse(&new_id()).map_err(|_| ApiError::internal())?;
-    let content = content::seal_and_store(&state, copy_id.as_str(), &bytes).await?;
-    let blob_key = content.blob_key.clone();
-    let copy = NewRecord {
-        id: copy_id.clone(),
-        owner: owner.clone(),
-        institution: record.institution.clone(),
-        mrn: record.mrn.clone(),
-        format: record.format,
-        parts: stored_parts(&parsed),
-        labels: parsed.labels,
-        document_category: record.document_category,
-        content,
-        derived_from: Some(record.id.clone()),
-        provenance: format!("copy of record {} for {}", record.id, owner.to_text()),
-        held_under,
-        values: Vec::new(),
-        subject_birth_day: None,
-        created_at: now,
-    };
-    let ledger = NewLedger {
-        event: CustodyEvent::Copied,
-        from_owner: Some(record.owner.clone()),
-        to_owner: owner,
-        transfer: None,
-        actor: caller.audit_actor(),
-        at: now,
-        note: format!("copy of record {}", record.id),
-    };
-    let audit = audited_action(&state, &caller, now, &permit, "copy", format!("copy {copy_id}")).await?;
-    if let Err(e) = state.store.insert_record(&copy, ledger, audit).await {
-        content::discard_blobs(&state, [blob_key]).await;
-        return Err(e.into());
-    }
+    let copy_id = records::copy_for_grantee(&state, &caller, &decided.record, &permit).await?;
     Ok((
         StatusCode::CREATED,
         Json(api::CopyResponse {
@@ -1031,92 +581,9 @@ pub async fn move_record(
     if request.peer_token.is_some() {
         return Err(ApiError::invalid("peer_token goes with peer"));
     }
-    let released = released_content(&state, &record, &permit).await?;
-    let now = state.clock.now();
-    let receiver = match permit.basis() {
-        Basis::Grant(grant_id) => state.store.grant(grant_id).await?.ok_or_else(ApiError::internal)?.grant.grantee,
-        _ => record.owner.clone(),
-    };
-    let destination = match request.destination {
-        Some(d) if d.len() > 500 => return Err(ApiError::invalid("destination is at most 500 characters")),
-        Some(d) => d,
-        None => format!("delivered to {}", receiver.to_text()),
-    };
-    let locator = Locator { destination, moved_at: now, ordered_by: caller.audit_actor() };
-    let ledger = NewLedger {
-        event: CustodyEvent::MovedOut,
-        from_owner: Some(record.owner.clone()),
-        to_owner: receiver,
-        transfer: None,
-        actor: caller.audit_actor(),
-        at: now,
-        note: locator.destination.clone(),
-    };
-    let audit = audited_action(&state, &caller, now, &permit, "move", String::new()).await?;
-    let notices = notices_of_grantee_action(&state, &caller, &record, &permit, "moved", now).await?;
-    let blob = state
-        .store
-        .end_record(&permit, record.version, RecordEnd::Moved(locator.clone()), ledger, audit, &notices)
-        .await
-        .map_err(|e| match e {
-            StoreError::Conflict(why) => ApiError::conflict(why),
-            other => other.into(),
-        })?;
-    content::discard_blobs(&state, blob).await;
-    crate::notify::publish(&state, notices);
-    let mut moved = record;
-    moved.state = kura_core::record::RecordState::Moved;
-    moved.locator = Some(locator);
+    let (moved, released) = records::move_out(&state, &caller, record, &permit, request.destination).await?;
     let names = names::of_record(&state, &moved, Some(&permit), &mut Default::default()).await?;
     Ok(record_view(&moved, Some(&permit), Some(released))?.named(names))
-}
-
-/// The patient a record is about: its owner when a patient owns it, else the patient linked to
-/// its local id at its institution.
-async fn patient_of(state: &AppState, record: &RecordRow) -> ApiResult<Option<Party>> {
-    if let Party::Account(_) = &record.owner {
-        return Ok(Some(record.owner.clone()));
-    }
-    Ok(state.store.linked_patient(&record.institution, &record.mrn).await?.map(Party::Account))
-}
-
-/// The notices telling the owner (and the agents who answer for them) that someone else deleted
-/// or moved their record through a grant, and the patient that the holder of a copy of their
-/// record destroyed it (DESIGN.md I7); written in the change's own transaction.
-async fn notices_of_grantee_action(
-    state: &AppState,
-    caller: &Caller,
-    record: &RecordRow,
-    permit: &Permit,
-    what: &str,
-    now: Timestamp,
-) -> ApiResult<Vec<kura_store::model::Notification>> {
-    let (recipient, kind, message) = match permit.basis() {
-        Basis::Grant(_) => (
-            Some(record.owner.clone()),
-            format!("record_{what}"),
-            format!("{} {what} your record {} under your grant.", caller.audit_actor(), record.id),
-        ),
-        Basis::CopyHolder(_) => {
-            let source = match &record.derived_from {
-                Some(id) => state.store.record(id).await?,
-                None => None,
-            };
-            let patient = match &source {
-                Some(source) => patient_of(state, source).await?,
-                None => None,
-            };
-            (
-                patient,
-                "copy_destroyed".to_owned(),
-                format!("{} destroyed its copy {} of your record.", caller.audit_actor(), record.id),
-            )
-        }
-        Basis::Owner | Basis::Delegation(_) => (None, String::new(), String::new()),
-    };
-    let Some(recipient) = recipient else { return Ok(Vec::new()) };
-    let about = record.derived_from.as_ref().unwrap_or(&record.id).to_string();
-    crate::notify::to_owner_and_agents(state, &recipient, &kind, &about, &message, now).await
 }
 
 /// What the owner hears about a record in the middle of a move to a peer server.
@@ -1128,7 +595,7 @@ fn moving_conflict() -> ApiError {
 }
 
 /// The peer form of a move: the owner (or their agent) moves a patient's record into the
-/// patient's account at a registered peer server (`crate::peers` runs the protocol).
+/// patient's account at a registered peer server (`crate::service::peers` runs the protocol).
 async fn move_to_peer(
     state: &AppState,
     caller: &Caller,
@@ -1137,35 +604,7 @@ async fn move_to_peer(
     peer_name: &str,
     token: Option<&str>,
 ) -> ApiResult<RecordResponse> {
-    if !matches!(permit.basis(), Basis::Owner | Basis::Delegation(_)) {
-        return Err(ApiError::forbidden("only the record's owner (or their agent) moves it to a peer server"));
-    }
-    if !crate::peers::is_patient_owner(&record.owner) {
-        return Err(ApiError::invalid(
-            "only a patient's records move to a peer server; transfer it to the patient first",
-        ));
-    }
-    if record.held_under.is_some() {
-        return Err(ApiError::invalid("an in-server copy cannot be moved to a peer server"));
-    }
-    let token = match token {
-        Some(t) if !t.is_empty() && t.len() <= 200 => t,
-        _ => {
-            return Err(ApiError::invalid(
-                "peer_token is required with peer: the patient obtains it at the peer with POST /api/v1/peer-tokens",
-            ));
-        }
-    };
-    let peer = state
-        .store
-        .peer(peer_name)
-        .await?
-        .ok_or_else(|| ApiError::invalid(format!("no peer server named '{peer_name}' is registered here")))?;
-    let plaintext = content::open(state, permit).await?;
-    let locator = crate::peers::move_to_peer(state, caller, &record, plaintext, &peer, token).await?;
-    let mut moved = record;
-    moved.state = kura_core::record::RecordState::Moved;
-    moved.locator = Some(locator);
+    let moved = records::move_to_peer(state, caller, record, permit, peer_name, token).await?;
     record_view(&moved, None, None)
 }
 
@@ -1179,28 +618,7 @@ pub async fn delete(State(state): State<AppState>, caller: Caller, Path(id): Pat
         Decision::Allow(permit) => permit,
         Decision::Deny(reason) => return Err(refuse(&state, &caller, Action::Delete, &decided, reason).await),
     };
-    let now = state.clock.now();
-    let record = decided.record;
-    let ledger = NewLedger {
-        event: CustodyEvent::Deleted,
-        from_owner: Some(record.owner.clone()),
-        to_owner: record.owner.clone(),
-        transfer: None,
-        actor: caller.audit_actor(),
-        at: now,
-        note: "data key destroyed".into(),
-    };
-    let audit = audited_action(&state, &caller, now, &permit, "delete", String::new()).await?;
-    let notices = notices_of_grantee_action(&state, &caller, &record, &permit, "deleted", now).await?;
-    let blob =
-        state.store.end_record(&permit, record.version, RecordEnd::Deleted, ledger, audit, &notices).await.map_err(
-            |e| match e {
-                StoreError::Conflict(why) => ApiError::conflict(why),
-                other => other.into(),
-            },
-        )?;
-    content::discard_blobs(&state, blob).await;
-    crate::notify::publish(&state, notices);
+    records::delete(&state, &caller, &decided.record, &permit).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -6,26 +6,22 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use kura_api_types as api;
-use kura_core::ids::{GrantId, OrgId};
+use kura_core::ids::OrgId;
 use kura_core::party::{AccountKind, OrgKind, Party};
-use kura_core::policy::{ActionSet, Grant, GrantTerms, RecordSelector, may_manage_grants_of};
+use kura_core::policy::may_manage_grants_of;
 use kura_core::time::Timestamp;
-use kura_stats::Partition;
-use kura_store::model::{GrantRow, Reward, SearchLog, Study, StudyReview, StudyState, UsageRequest};
-use kura_store::{PartitionWrite, StoreError};
+use kura_store::StoreError;
+use kura_store::model::{Reward, Study, StudyReview, StudyState, UsageRequest};
 use serde::Deserialize;
 
+use super::ApiJson;
 use super::convert;
 use super::{AuditExt, audit_entry, new_id};
-use crate::app::{ApiJson, AppState};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::notify;
+use crate::service::{disclosure, notify, research, usage};
+use crate::state::AppState;
 use crate::time;
-
-const DAY_MS: i64 = 86_400_000;
-/// i2b2 locks a query out after seven repeats in thirty days.
-const REPEAT_WINDOW_DAYS: i64 = 30;
 
 /// The research organisation a researcher (or its machine client) acts for.
 pub(super) async fn research_org(state: &AppState, caller: &Caller) -> ApiResult<OrgId> {
@@ -51,7 +47,7 @@ pub(super) async fn approved_study(state: &AppState, caller: &Caller, id: &str) 
     let study = own_study(state, caller, id).await?;
     let refusals = state.store.refusals_since_resumed(&study.org).await?;
     if refusals >= state.config.max_differencing_refusals {
-        return Err(suspended(refusals));
+        return Err(disclosure::suspended(refusals).into());
     }
     let why = match study.review.state {
         StudyState::Approved => return Ok(study),
@@ -251,20 +247,8 @@ async fn visible_research_org(state: &AppState, caller: &Caller, id: &str) -> Ap
     }
 }
 
-/// An organisation's disclosure ledger as stored: the version a release must still find (`None`
-/// when it has none yet) and the partition (empty then).
-pub(super) async fn org_ledger(state: &AppState, org: &OrgId) -> Result<(Option<i64>, Partition), StoreError> {
-    match state.store.org_partition(org).await? {
-        Some(stored) => Ok((
-            Some(stored.version),
-            Partition::from_bytes(&stored.bytes).map_err(|_| StoreError::Corrupt("org partition".into()))?,
-        )),
-        None => Ok((None, Partition::default())),
-    }
-}
-
 async fn disclosure_status(state: &AppState, org: &OrgId) -> ApiResult<api::DisclosureStatus> {
-    let people = org_ledger(state, org).await?.1.members() as u64;
+    let people = disclosure::org_ledger(state, org).await?.1.members() as u64;
     let refusals = state.store.refusals_since_resumed(org).await?;
     Ok(api::DisclosureStatus {
         organisation: org.to_string(),
@@ -312,57 +296,6 @@ pub async fn resume(
     Ok(Json(disclosure_status(&state, &org).await?))
 }
 
-/// How often a release is retried when another release of the same organisation was stored
-/// first.
-const ATTEMPTS: usize = 3;
-
-fn suspended(refusals: i64) -> ApiError {
-    ApiError::new(
-        StatusCode::FORBIDDEN,
-        "research_suspended",
-        format!(
-            "your organisation's research is suspended: {refusals} searches or analyses were refused because \
-             they would have singled people out; an operator must review and resume it"
-        ),
-    )
-}
-
-/// Notes a refusal for differencing (audited) and answers it; the refusal that reaches the
-/// organisation's limit says that research is now suspended.
-pub(super) async fn refuse_differencing(
-    state: &AppState,
-    caller: &Caller,
-    study: &Study,
-    action: &str,
-    what: &str,
-    answer: ApiError,
-) -> ApiResult<ApiError> {
-    let now = state.clock.now();
-    let audit = audit_entry(caller, now, action, "refused").detail(format!("study {}: differencing: {what}", study.id));
-    let limit = state.config.max_differencing_refusals;
-    let message = "Research of this organisation is suspended after searches or analyses were refused for \
-                   differencing; an operator must review and resume it.";
-    let organisation = Party::Organisation(study.org.clone()).to_text();
-    let notices = vec![notify::new(&organisation, "research_suspended", &study.id, message, now)];
-    if state.store.record_refusal(&study.org, &study.id, &new_id(), limit, &notices, audit).await? == limit {
-        notify::publish(state, notices);
-    }
-    Ok(answer)
-}
-
-/// The answer to a search whose count reached k but which the organisation's disclosure ledger
-/// refuses: set against what it was told before, it would single out fewer than k people.
-pub(super) fn differencing_refusal(k: u64) -> ApiError {
-    ApiError::new(
-        StatusCode::CONFLICT,
-        "differencing",
-        format!(
-            "together with what your organisation was told before, in any of its studies, this answer would \
-             single out fewer than {k} people; it is refused"
-        ),
-    )
-}
-
 /// Searches the records of people who opted in to being found. The answer is a count and one
 /// handle per person, or "fewer than k" with no handles. Every released set goes into the
 /// research organisation's disclosure ledger, over all its studies and members: an answer that,
@@ -379,84 +312,7 @@ pub async fn search(
 ) -> ApiResult<Json<api::SearchResponse>> {
     let study = approved_study(&state, &caller, &request.study).await?;
     let query = parse_query(&request.query)?;
-    let canonical = kura_index::to_text(&query);
-    let now = state.clock.now();
-    let since = Timestamp::from_millis(now.as_millis() - REPEAT_WINDOW_DAYS * DAY_MS);
-    if state.store.searches_since(&study.id, &canonical, since).await? >= state.config.search_repeat_limit {
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "query_limit",
-            format!(
-                "this study ran this query {} times in the last {REPEAT_WINDOW_DAYS} days; repeated queries can single people out",
-                state.config.search_repeat_limit
-            ),
-        ));
-    }
-    state.index.catch_up(state.store.as_ref()).await?;
-    let matches = state.index.matches(&query, now).await;
-    let k = state.config.disclosure_k;
-    let log = |disclosed_count| SearchLog {
-        id: new_id(),
-        study: study.id.clone(),
-        query_text: canonical.clone(),
-        disclosed_count,
-        at: now,
-    };
-    // The threshold first (`kura_index::disclosure::disclose`): below k nothing is released and
-    // no handle is made.
-    let handle_key = state.master.derive("study-handles");
-    let count = matches.subjects.len() as u64;
-    let handles = match kura_index::disclosure::disclose(count, k, || {
-        matches.subjects.iter().map(|subject| kura_index::disclosure::handle(&handle_key, &study.id, subject)).collect()
-    }) {
-        kura_index::disclosure::Disclosed::Count { handles, .. } => handles,
-        kura_index::disclosure::Disclosed::FewerThan { k } => {
-            let detail = format!("study {}: fewer than {k} found: {canonical}", study.id);
-            let audit = audit_entry(&caller, now, "research_search", "done").detail(detail);
-            state.store.record_search(&log(None), &[], None, audit).await?;
-            return Ok(Json(api::SearchResponse {
-                query: canonical,
-                count: None,
-                fewer_than: Some(k),
-                handles: Vec::new(),
-            }));
-        }
-    };
-    let released: Vec<(String, String)> = handles.into_iter().zip(matches.subjects.iter().cloned()).collect();
-    let member_key = state.master.derive("analysis-members");
-    let member_keys = kura_stats::MemberKeys::new(&member_key, study.org.as_str());
-    for _ in 0..ATTEMPTS {
-        let (version, partition) = org_ledger(&state, &study.org).await?;
-        let keys: Vec<u64> = matches.hashes.iter().map(|&hash| member_keys.key(hash)).collect();
-        let Some(refined) = crate::analysis::off_the_runtime(|| partition.release_set(keys, k)) else {
-            return Err(refuse_differencing(
-                &state,
-                &caller,
-                &study,
-                "research_search",
-                &canonical,
-                differencing_refusal(k),
-            )
-            .await?);
-        };
-        let bytes = refined.to_bytes();
-        let write = PartitionWrite { org: &study.org, expected_version: version, bytes: &bytes };
-        let detail = format!("study {}: {count} found: {canonical}", study.id);
-        let audit = audit_entry(&caller, now, "research_search", "done").detail(detail);
-        match state.store.record_search(&log(i64::try_from(count).ok()), &released, Some(write), audit).await {
-            Err(StoreError::Conflict(_)) => continue,
-            Err(e) => return Err(e.into()),
-            Ok(()) => {
-                return Ok(Json(api::SearchResponse {
-                    query: canonical,
-                    count: Some(count),
-                    fewer_than: None,
-                    handles: released.into_iter().map(|(handle, _)| handle).collect(),
-                }));
-            }
-        }
-    }
-    Err(ApiError::conflict("other releases to your organisation kept changing what it was told; try again"))
+    Ok(Json(research::search(&state, &caller, &study, &query).await?))
 }
 
 fn request_view(r: &UsageRequest, study: Option<&Study>, now: Timestamp) -> api::UsageRequestView {
@@ -520,55 +376,18 @@ pub async fn create_requests(
         }),
         None => None,
     };
+    let ask = usage::Ask {
+        handles: &request.handles,
+        scope,
+        actions,
+        anonymization: convert::anonymization_from_api(request.anonymization),
+        days: request.days,
+        message: &request.message,
+        reward,
+        answer_within_days: request.answer_within_days,
+    };
+    let requests = usage::ask_owners(&state, &caller, &study, ask).await?;
     let now = state.clock.now();
-    let answer_by = now.plus_days(request.answer_within_days.unwrap_or(30).clamp(1, 365));
-    let mut subjects = Vec::new();
-    for handle in &request.handles {
-        let subject = state
-            .store
-            .subject_of_handle(&study.id, handle)
-            .await?
-            .ok_or_else(|| ApiError::invalid(format!("handle {handle} was not given to this study")))?;
-        if !subjects.iter().any(|(_, s)| s == &subject) {
-            subjects.push((handle.clone(), subject));
-        }
-    }
-    let mut requests = Vec::new();
-    let mut notifications = Vec::new();
-    for (handle, subject) in subjects {
-        let owner = kura_core::research::owner_of_subject(&subject).ok_or_else(ApiError::internal)?;
-        let usage = UsageRequest {
-            id: new_id(),
-            study: study.id.clone(),
-            requested_by: caller.audit_actor(),
-            owner: owner.clone(),
-            subject,
-            handle,
-            scope,
-            actions,
-            anonymization: convert::anonymization_from_api(request.anonymization),
-            grant_days: request.days,
-            message: request.message.clone(),
-            reward: reward.clone(),
-            reward_state: reward.as_ref().map(|_| "offered".to_owned()),
-            state: "pending".into(),
-            grant: None,
-            answer_by,
-            created_at: now,
-            updated_at: now,
-        };
-        let message = format!("The study \"{}\" asks to use your records.", study.title);
-        notifications
-            .extend(notify::to_owner_and_agents(&state, &owner, "usage_request", &usage.id, &message, now).await?);
-        requests.push(usage);
-    }
-    let audit = vec![audit_entry(&caller, now, "research_request", "done").detail(format!(
-        "study {}: {} requests",
-        study.id,
-        requests.len()
-    ))];
-    state.store.insert_usage_requests(&requests, &notifications, audit).await?;
-    notify::publish(&state, notifications);
     let views = requests.iter().map(|r| request_view(r, Some(&study), now)).collect();
     Ok((StatusCode::CREATED, Json(api::UsageRequestList { requests: views })))
 }
@@ -632,70 +451,6 @@ fn conflict(e: StoreError) -> ApiError {
     }
 }
 
-/// One change of a request's state, its notifications and audit entry, then the request as it
-/// now stands: what every answer, reward step and withdrawal does.
-struct Change<'a> {
-    expected: (&'a str, Option<&'a str>),
-    new: (&'a str, Option<&'a str>),
-    grant: Option<&'a GrantRow>,
-    notifications: Vec<kura_store::model::Notification>,
-    audit: kura_store::model::NewAudit,
-}
-
-async fn apply_change(
-    state: &AppState,
-    request: &UsageRequest,
-    study: &Study,
-    change: Change<'_>,
-) -> ApiResult<Json<api::UsageRequestView>> {
-    let now = state.clock.now();
-    state
-        .store
-        .update_usage_request(
-            &request.id,
-            change.expected,
-            change.new,
-            change.grant,
-            now,
-            &change.notifications,
-            change.audit,
-        )
-        .await
-        .map_err(conflict)?;
-    notify::publish(state, change.notifications);
-    let updated = state.store.usage_request(&request.id).await?.ok_or_else(ApiError::internal)?;
-    Ok(Json(request_view(&updated, Some(study), now)))
-}
-
-/// The patient linked to the local patient an institution answers a request for, if any.
-async fn linked_patient_of(state: &AppState, request: &UsageRequest) -> ApiResult<Option<kura_core::ids::AccountId>> {
-    match (&request.owner, request.subject.strip_prefix("local:")) {
-        (Party::Organisation(org), Some(rest)) => {
-            let mrn = rest.split_once(':').map(|(_, m)| m).unwrap_or("");
-            Ok(state.store.linked_patient(org, mrn).await?)
-        }
-        _ => Ok(None),
-    }
-}
-
-/// The records a grant from an answered request covers: all of a patient's, or those of the one
-/// local patient an institution answers for.
-async fn selector_for(state: &AppState, request: &UsageRequest) -> ApiResult<RecordSelector> {
-    match (&request.owner, request.subject.strip_prefix("local:")) {
-        (Party::Organisation(org), Some(rest)) => {
-            let mrn = rest.split_once(':').map(|(_, m)| m).unwrap_or("");
-            let records = state.store.candidate_records(std::slice::from_ref(&request.owner), &[]).await?;
-            let ids: Vec<_> =
-                records.into_iter().filter(|r| &r.institution == org && r.mrn == mrn).map(|r| r.id).collect();
-            if ids.is_empty() {
-                return Err(ApiError::conflict("the records this request was about are no longer held here"));
-            }
-            Ok(RecordSelector::Records(ids))
-        }
-        _ => Ok(RecordSelector::Labels(Vec::new())),
-    }
-}
-
 /// Answers a usage request. Accepting creates a grant bound to the study, and may narrow what
 /// was asked (fewer categories or actions, stronger anonymization, a shorter period) but never
 /// widen it. The researcher is notified either way.
@@ -711,143 +466,15 @@ pub async fn answer(
     ApiJson(answer): ApiJson<api::AnswerRequest>,
 ) -> ApiResult<Json<api::UsageRequestView>> {
     let request = answerable(&state, &caller, &id).await?;
-    let now = state.clock.now();
-    if request.state != "pending" {
-        return Err(ApiError::conflict(format!("the request is already {}", request.state)));
-    }
-    if request.answer_by <= now {
-        return Err(ApiError::conflict("the request expired before it was answered"));
-    }
-    let study = state.store.study(&request.study).await?.ok_or_else(ApiError::internal)?;
-    let researchers = Party::Organisation(study.org.clone());
-    let reward_from = request.reward_state.as_deref();
-    let (new_state, reward_to, grant) = if answer.accept {
-        let scope = answer.scope.as_deref().map(convert::categories_from_api).unwrap_or(request.scope);
-        let actions: ActionSet = answer.actions.as_deref().map(convert::actions_from_api).unwrap_or(request.actions);
-        let anonymization = answer.anonymization.map(convert::anonymization_from_api).unwrap_or(request.anonymization);
-        let days = answer.days.unwrap_or(request.grant_days);
-        if !scope.is_subset_of(request.scope) || scope.is_empty() {
-            return Err(ApiError::invalid("the answer may narrow the categories asked for, not widen them"));
-        }
-        if actions.iter().any(|a| !request.actions.contains(a)) || actions.is_empty() {
-            return Err(ApiError::invalid("the answer may drop actions asked for, not add any"));
-        }
-        if anonymization < request.anonymization {
-            return Err(ApiError::invalid("the answer may raise the anonymization asked for, not lower it"));
-        }
-        if !(1..=request.grant_days).contains(&days) {
-            return Err(ApiError::invalid(format!("days must be between 1 and the {} asked for", request.grant_days)));
-        }
-        let terms = GrantTerms::new(
-            selector_for(&state, &request).await?,
-            scope,
-            actions,
-            anonymization,
-            now,
-            Some(now.plus_days(days)),
-        )
-        .map_err(|e| ApiError::invalid(e.to_string()))?;
-        // An agent answering for the patient grants at most its own powers (DESIGN.md I9).
-        if let Some(delegation) = &caller.actor.acting_for {
-            kura_core::policy::check_agent_grant(delegation, &caller.actor.identities, &researchers, terms.actions())
-                .map_err(|refusal| ApiError::forbidden(refusal.to_string()))?;
-        }
-        let grant = GrantRow {
-            grant: Grant {
-                id: GrantId::parse(&new_id()).map_err(|_| ApiError::internal())?,
-                owner: request.owner.clone(),
-                grantee: researchers.clone(),
-                terms,
-                revoked_at: None,
-            },
-            study: Some(study.id.clone()),
-            purpose: format!("study \"{}\" ({})", study.title, study.ethics_reference),
-            created_by: caller.audit_actor(),
-            created_at: now,
-        };
-        ("accepted", reward_from.map(|_| "accepted"), Some(grant))
-    } else {
-        ("declined", reward_from.map(|_| "declined"), None)
+    let given = usage::Answer {
+        accept: answer.accept,
+        scope: answer.scope.as_deref().map(convert::categories_from_api),
+        actions: answer.actions.as_deref().map(convert::actions_from_api),
+        anonymization: answer.anonymization.map(convert::anonymization_from_api),
+        days: answer.days,
     };
-    let message = format!("A usage request of the study \"{}\" was {new_state}.", study.title);
-    let mut notifications = vec![
-        notify::new(&researchers.to_text(), "request_answered", &request.id, &message, now),
-        notify::new(&request.requested_by, "request_answered", &request.id, &message, now),
-    ];
-    let mut audit =
-        audit_entry(&caller, now, "research_answer", "done").detail(format!("request {}: {new_state}", request.id));
-    if let Some(grant) = &grant {
-        audit = audit.grant(&grant.grant.id);
-    }
-    match linked_patient_of(&state, &request).await? {
-        Some(patient) => {
-            // An institution answered for records it still holds about a linked patient: the
-            // patient sees it in their timeline and inbox.
-            let name_of = |org: Option<kura_store::model::Org>| org.map(|o| o.name).unwrap_or_default();
-            let hospital = match &request.owner {
-                Party::Organisation(org) => name_of(state.store.org(org).await?),
-                Party::Account(_) => String::new(),
-            };
-            let researchers = name_of(state.store.org(&study.org).await?);
-            let told = format!(
-                "{hospital} {new_state} a request of the study \"{}\" ({researchers}) to use the records it holds about you.",
-                study.title
-            );
-            notifications.push(notify::new(
-                &Party::Account(patient.clone()).to_text(),
-                "request_answered",
-                &request.id,
-                &told,
-                now,
-            ));
-            audit = audit.subject(&patient);
-        }
-        None => {
-            if let Party::Account(patient) = &request.owner {
-                audit = audit.subject(patient);
-            }
-        }
-    }
-    let change = Change {
-        expected: ("pending", reward_from),
-        new: (new_state, reward_to),
-        grant: grant.as_ref(),
-        notifications,
-        audit,
-    };
-    apply_change(&state, &request, &study, change).await
-}
-
-async fn move_reward(
-    state: &AppState,
-    caller: &Caller,
-    request: &UsageRequest,
-    study: &Study,
-    (from, to): (&str, &str),
-    notify_party: &str,
-) -> ApiResult<Json<api::UsageRequestView>> {
-    let now = state.clock.now();
-    if request.reward_state.as_deref() != Some(from) {
-        return Err(ApiError::conflict(format!(
-            "the reward is {}, not {from}",
-            request.reward_state.as_deref().unwrap_or("not offered")
-        )));
-    }
-    let message = format!("The reward of a usage request of the study \"{}\" is {to}.", study.title);
-    let notifications = vec![notify::new(notify_party, "reward", &request.id, &message, now)];
-    let mut audit =
-        audit_entry(caller, now, "research_reward", "done").detail(format!("request {}: reward {to}", request.id));
-    if let Party::Account(patient) = &request.owner {
-        audit = audit.subject(patient);
-    }
-    let change = Change {
-        expected: (&request.state, Some(from)),
-        new: (&request.state, Some(to)),
-        grant: None,
-        notifications,
-        audit,
-    };
-    apply_change(state, request, study, change).await
+    let (updated, study) = usage::answer(&state, &caller, &request, given).await?;
+    Ok(Json(request_view(&updated, Some(&study), state.clock.now())))
 }
 
 /// The researcher marks the reward of an accepted request as paid.
@@ -859,7 +486,9 @@ pub async fn reward_paid(
     Path(id): Path<String>,
 ) -> ApiResult<Json<api::UsageRequestView>> {
     let (request, study) = researchers_request(&state, &caller, &id).await?;
-    move_reward(&state, &caller, &request, &study, ("accepted", "paid"), &request.owner.to_text()).await
+    let updated =
+        usage::move_reward(&state, &caller, &request, &study, ("accepted", "paid"), &request.owner.to_text()).await?;
+    Ok(Json(request_view(&updated, Some(&study), state.clock.now())))
 }
 
 /// The owner confirms having received the reward.
@@ -873,7 +502,8 @@ pub async fn reward_confirm(
     let request = answerable(&state, &caller, &id).await?;
     let study = state.store.study(&request.study).await?.ok_or_else(ApiError::internal)?;
     let researchers = Party::Organisation(study.org.clone()).to_text();
-    move_reward(&state, &caller, &request, &study, ("paid", "confirmed"), &researchers).await
+    let updated = usage::move_reward(&state, &caller, &request, &study, ("paid", "confirmed"), &researchers).await?;
+    Ok(Json(request_view(&updated, Some(&study), state.clock.now())))
 }
 
 /// The researcher withdraws a request not yet answered.
@@ -885,22 +515,8 @@ pub async fn withdraw(
     Path(id): Path<String>,
 ) -> ApiResult<Json<api::UsageRequestView>> {
     let (request, study) = researchers_request(&state, &caller, &id).await?;
-    let now = state.clock.now();
-    if request.state != "pending" {
-        return Err(ApiError::conflict(format!("the request is already {}", request.state)));
-    }
-    let reward_from = request.reward_state.as_deref();
-    let message = format!("The study \"{}\" withdrew its usage request.", study.title);
-    let notifications = vec![notify::new(&request.owner.to_text(), "request_withdrawn", &request.id, &message, now)];
-    let audit = audit_entry(&caller, now, "research_withdraw", "done").detail(format!("request {}", request.id));
-    let change = Change {
-        expected: ("pending", reward_from),
-        new: ("withdrawn", reward_from.map(|_| "withdrawn")),
-        grant: None,
-        notifications,
-        audit,
-    };
-    apply_change(&state, &request, &study, change).await
+    let updated = usage::withdraw(&state, &caller, &request, &study).await?;
+    Ok(Json(request_view(&updated, Some(&study), state.clock.now())))
 }
 
 /// The caller's opt-ins: findable by research search, counted in statistics (both off unless set).

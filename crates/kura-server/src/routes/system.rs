@@ -8,9 +8,9 @@ use kura_api_types as api;
 
 use kura_core::party::AccountKind;
 
-use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::ApiResult;
+use crate::state::AppState;
 
 /// Liveness: the process answers and the database responds.
 #[utoipa::path(get, path = "/healthz", tag = "system", responses((status = 200, body = api::Health), (status = 503, body = api::Health)))]

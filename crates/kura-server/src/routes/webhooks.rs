@@ -8,10 +8,11 @@ use kura_api_types as api;
 use kura_core::party::AccountKind;
 use kura_store::model::Webhook;
 
+use super::ApiJson;
 use super::{AuditExt, audit_entry, new_id};
-use crate::app::{ApiJson, AppState};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
 use crate::time;
 
 fn members_org(caller: &Caller) -> ApiResult<kura_core::ids::OrgId> {

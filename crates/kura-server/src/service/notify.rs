@@ -6,13 +6,13 @@ use kura_core::policy::Action;
 use kura_core::time::Timestamp;
 use kura_store::model::Notification;
 
-use crate::app::AppState;
-use crate::error::ApiResult;
+use super::error::ServiceResult;
+use crate::state::AppState;
 
 pub fn new(recipient: &str, kind: &str, about: &str, message: &str, now: Timestamp) -> Notification {
     Notification {
         seq: 0,
-        id: crate::routes::new_id(),
+        id: super::ids::new_id(),
         recipient: recipient.to_owned(),
         kind: kind.to_owned(),
         subject_ref: about.to_owned(),
@@ -30,7 +30,7 @@ pub async fn to_owner_and_agents(
     about: &str,
     message: &str,
     now: Timestamp,
-) -> ApiResult<Vec<Notification>> {
+) -> ServiceResult<Vec<Notification>> {
     let mut out = vec![new(&owner.to_text(), kind, about, message, now)];
     if let Party::Account(patient) = owner {
         for row in state.store.delegations_involving(patient).await? {

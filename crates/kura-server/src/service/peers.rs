@@ -15,15 +15,21 @@
 
 use std::time::Duration;
 
+use base64::Engine;
 use kura_api_types as api;
 use kura_core::custody::CustodyEvent;
+use kura_core::ids::RecordId;
 use kura_core::party::Party;
+use kura_core::record::{PartCategory, RecordFormat};
 use kura_store::StoreError;
-use kura_store::model::{IncomingMoveState, Locator, NewAudit, NewLedger, OutgoingMove, OutgoingMoveState, PeerRow};
+use kura_store::model::{
+    IncomingMove, IncomingMoveState, Locator, NewAudit, NewLedger, OutgoingMove, OutgoingMoveState, PeerRow,
+};
 
-use crate::app::AppState;
-use crate::content::sha256_hex;
-use crate::error::ApiError;
+use super::content::sha256_hex;
+use super::error::{Refusal, ServiceError, ServiceResult};
+use super::{ids, ingest};
+use crate::state::AppState;
 
 pub const HEADER_PEER: &str = "kura-peer";
 pub const HEADER_DATE: &str = "kura-date";
@@ -155,14 +161,14 @@ pub fn destination(peer_url: &str, remote_id: &str) -> String {
 
 /// Phase 2: ends the `moving` record here with its locator. A move that recovery (or another
 /// request) committed meanwhile with the same remote id is fine.
-pub async fn commit(state: &AppState, outgoing: &OutgoingMove, remote_id: &str) -> Result<Locator, ApiError> {
+pub async fn commit(state: &AppState, outgoing: &OutgoingMove, remote_id: &str) -> ServiceResult<Locator> {
     let now = state.clock.now();
     let locator = Locator {
         destination: destination(&outgoing.peer_url, remote_id),
         moved_at: now,
         ordered_by: outgoing.ordered_by.clone(),
     };
-    let record = state.store.record(&outgoing.record).await?.ok_or_else(ApiError::internal)?;
+    let record = state.store.record(&outgoing.record).await?.ok_or(ServiceError::Internal)?;
     let ledger = NewLedger {
         event: CustodyEvent::MovedOut,
         from_owner: Some(record.owner.clone()),
@@ -180,18 +186,18 @@ pub async fn commit(state: &AppState, outgoing: &OutgoingMove, remote_id: &str) 
     );
     match state.store.commit_move_out(&outgoing.id, remote_id, &locator, ledger, audit).await {
         Ok(blob) => {
-            crate::content::discard_blobs(state, blob).await;
+            crate::service::content::discard_blobs(state, blob).await;
             tracing::info!(record = %outgoing.record, move_id = %outgoing.id, peer = %outgoing.peer_name, "move committed");
             Ok(locator)
         }
         Err(StoreError::Conflict(why)) => {
-            let again = state.store.move_out(&outgoing.id).await?.ok_or_else(ApiError::internal)?;
+            let again = state.store.move_out(&outgoing.id).await?.ok_or(ServiceError::Internal)?;
             let committed = matches!(again.state, OutgoingMoveState::Committed | OutgoingMoveState::Confirmed);
             if committed && again.remote_id.as_deref() == Some(remote_id) {
-                let record = state.store.record(&outgoing.record).await?.ok_or_else(ApiError::internal)?;
-                return record.locator.ok_or_else(ApiError::internal);
+                let record = state.store.record(&outgoing.record).await?.ok_or(ServiceError::Internal)?;
+                return record.locator.ok_or(ServiceError::Internal);
             }
-            Err(ApiError::conflict(format!("{why}; the move was resolved by another request")))
+            Err(ServiceError::Conflict(format!("{why}; the move was resolved by another request")))
         }
         Err(e) => Err(e.into()),
     }
@@ -199,7 +205,7 @@ pub async fn commit(state: &AppState, outgoing: &OutgoingMove, remote_id: &str) 
 
 /// Phase 3: asks the peer to activate the record; `committed` → `confirmed` once it has.
 /// Returns whether the move is confirmed now.
-pub async fn confirm(state: &AppState, outgoing: &OutgoingMove) -> Result<bool, ApiError> {
+pub async fn confirm(state: &AppState, outgoing: &OutgoingMove) -> ServiceResult<bool> {
     let path = format!("/api/v1/peer/moves/{}/confirm", outgoing.id);
     let reply = match call_peer(state, &outgoing.peer_url, &outgoing.peer_key, reqwest::Method::POST, &path, None).await
     {
@@ -229,7 +235,7 @@ pub async fn confirm(state: &AppState, outgoing: &OutgoingMove) -> Result<bool, 
 
 /// Undoes a `preparing` move once the peer has promised to refuse it (and dropped any copy it
 /// held). Returns whether it was undone.
-pub async fn abort(state: &AppState, outgoing: &OutgoingMove, why: &str) -> Result<bool, ApiError> {
+pub async fn abort(state: &AppState, outgoing: &OutgoingMove, why: &str) -> ServiceResult<bool> {
     let path = format!("/api/v1/peer/moves/{}/abort", outgoing.id);
     match call_peer(state, &outgoing.peer_url, &outgoing.peer_key, reqwest::Method::POST, &path, None).await {
         Ok(reply) if reply.is_success() => abort_here(state, outgoing, why).await,
@@ -246,7 +252,7 @@ pub async fn abort(state: &AppState, outgoing: &OutgoingMove, why: &str) -> Resu
 
 /// Makes the record active here again. Only when the peer holds nothing of the move: it
 /// refused it, or promised to.
-pub async fn abort_here(state: &AppState, outgoing: &OutgoingMove, why: &str) -> Result<bool, ApiError> {
+pub async fn abort_here(state: &AppState, outgoing: &OutgoingMove, why: &str) -> ServiceResult<bool> {
     let audit = system_audit(
         state,
         outgoing,
@@ -264,7 +270,7 @@ pub async fn abort_here(state: &AppState, outgoing: &OutgoingMove, why: &str) ->
 }
 
 /// Resolves a `preparing` move by asking the peer what it holds.
-pub async fn resolve_preparing(state: &AppState, outgoing: &OutgoingMove) -> Result<(), ApiError> {
+pub async fn resolve_preparing(state: &AppState, outgoing: &OutgoingMove) -> ServiceResult<()> {
     let path = format!("/api/v1/peer/moves/{}", outgoing.id);
     let reply = match call_peer(state, &outgoing.peer_url, &outgoing.peer_key, reqwest::Method::GET, &path, None).await
     {
@@ -299,7 +305,7 @@ pub async fn resolve_preparing(state: &AppState, outgoing: &OutgoingMove) -> Res
 
 /// Resolves this server's half-finished moves, both ways; returns how many it looked at.
 /// Outgoing moves younger than `min_age_millis` are left to the request working on them.
-pub async fn recover(state: &AppState, min_age_millis: i64) -> Result<usize, ApiError> {
+pub async fn recover(state: &AppState, min_age_millis: i64) -> ServiceResult<usize> {
     let now = state.clock.now();
     let mut seen = 0;
     for outgoing in state.store.unfinished_moves_out().await? {
@@ -313,7 +319,7 @@ pub async fn recover(state: &AppState, min_age_millis: i64) -> Result<usize, Api
             OutgoingMoveState::Confirmed | OutgoingMoveState::Aborted => Ok(()),
         };
         if let Err(e) = result {
-            tracing::warn!(move_id = %outgoing.id, status = %e.status(), "recovering a move failed; retrying later");
+            tracing::warn!(move_id = %outgoing.id, error = %e, "recovering a move failed; retrying later");
         }
     }
     for incoming in state.store.pending_moves_in().await? {
@@ -321,8 +327,8 @@ pub async fn recover(state: &AppState, min_age_millis: i64) -> Result<usize, Api
             continue;
         }
         seen += 1;
-        if let Err(e) = crate::routes::peers::resolve_incoming(state, &incoming).await {
-            tracing::warn!(move_id = %incoming.move_id, status = %e.status(), "resolving an incoming move failed; retrying later");
+        if let Err(e) = resolve_incoming(state, &incoming).await {
+            tracing::warn!(move_id = %incoming.move_id, error = %e, "resolving an incoming move failed; retrying later");
         }
     }
     Ok(seen)
@@ -332,14 +338,14 @@ pub async fn recover(state: &AppState, min_age_millis: i64) -> Result<usize, Api
 /// every interval.
 pub async fn run(state: AppState) {
     if let Err(e) = recover(&state, 0).await {
-        tracing::warn!(status = %e.status(), "move recovery at start-up failed; retrying later");
+        tracing::warn!(error = %e, "move recovery at start-up failed; retrying later");
     }
     let mut interval = tokio::time::interval(Duration::from_secs(state.config.sweep_interval_secs.max(1)));
     interval.tick().await;
     loop {
         interval.tick().await;
         if let Err(e) = recover(&state, RECOVERY_GRACE_MILLIS).await {
-            tracing::warn!(status = %e.status(), "move recovery failed; retrying next interval");
+            tracing::warn!(error = %e, "move recovery failed; retrying next interval");
         }
     }
 }
@@ -354,12 +360,11 @@ pub async fn move_to_peer(
     plaintext: Vec<u8>,
     peer: &PeerRow,
     token: &str,
-) -> Result<Locator, ApiError> {
-    use base64::Engine;
+) -> ServiceResult<Locator> {
     let now = state.clock.now();
     let content_hash = sha256_hex(&plaintext);
     let outgoing = OutgoingMove {
-        id: crate::routes::new_id(),
+        id: super::ids::new_id(),
         record: record.id.clone(),
         peer_name: peer.name.clone(),
         peer_url: peer.base_url.clone(),
@@ -374,7 +379,7 @@ pub async fn move_to_peer(
     };
     let audit = system_audit(state, &outgoing, "move_prepare", format!("move {} to peer {}", outgoing.id, peer.name));
     state.store.prepare_move_out(&outgoing, record.version, audit).await.map_err(|e| match e {
-        StoreError::Conflict(why) => ApiError::conflict(why),
+        StoreError::Conflict(why) => ServiceError::Conflict(why.into()),
         other => other.into(),
     })?;
     state.faults.check("move.after_prepare")?;
@@ -390,18 +395,15 @@ pub async fn move_to_peer(
         content_base64: base64::engine::general_purpose::STANDARD.encode(&plaintext),
         content_hash: content_hash.clone(),
     };
-    let body = serde_json::to_vec(&offer).map_err(|_| ApiError::internal())?;
+    let body = serde_json::to_vec(&offer).map_err(|_| ServiceError::Internal)?;
     drop(plaintext);
-    let in_doubt = || {
-        ApiError::new(
-            axum::http::StatusCode::BAD_GATEWAY,
-            "peer_unavailable",
-            format!(
-                "the peer did not answer; move {} stays in preparation and is completed or undone once the peer \
+    let in_doubt = || ServiceError::Upstream {
+        code: "peer_unavailable",
+        message: format!(
+            "the peer did not answer; move {} stays in preparation and is completed or undone once the peer \
                  answers (the record is neither readable nor changeable meanwhile)",
-                outgoing.id
-            ),
-        )
+            outgoing.id
+        ),
     };
     let reply = match call_peer(
         state,
@@ -422,11 +424,11 @@ pub async fn move_to_peer(
     if reply.is_refusal() {
         let message = reply.error_message();
         abort_here(state, &outgoing, "the peer refused it").await?;
-        return Err(ApiError::new(
-            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-            "peer_refused",
-            format!("the peer refused the move: {message}; the record stays here"),
-        ));
+        return Err(ServiceError::Refused {
+            why: Refusal::Invalid,
+            code: "peer_refused",
+            message: format!("the peer refused the move: {message}; the record stays here"),
+        });
     }
     if !reply.is_success() {
         tracing::warn!(move_id = %outgoing.id, peer = %peer.name, status = reply.status, "phase 1 failed at the peer");
@@ -439,18 +441,19 @@ pub async fn move_to_peer(
         tracing::error!(move_id = %outgoing.id, peer = %peer.name, "the peer acknowledged other content; undoing");
         let undone = abort(state, &outgoing, "the peer acknowledged other content").await?;
         return Err(if undone {
-            ApiError::new(
-                axum::http::StatusCode::BAD_GATEWAY,
-                "peer_mismatch",
-                "the peer acknowledged content other than what was sent; the move was undone and the record stays here",
-            )
+            ServiceError::Upstream {
+                code: "peer_mismatch",
+                message: "the peer acknowledged content other than what was sent; the move was undone and the record \
+                          stays here"
+                    .into(),
+            }
         } else {
             in_doubt()
         });
     };
     let locator = commit(state, &outgoing, &remote_id).await?;
     state.faults.check("move.after_commit")?;
-    let committed = state.store.move_out(&outgoing.id).await?.ok_or_else(ApiError::internal)?;
+    let committed = state.store.move_out(&outgoing.id).await?.ok_or(ServiceError::Internal)?;
     if committed.state == OutgoingMoveState::Committed {
         confirm(state, &committed).await?;
     }
@@ -460,4 +463,230 @@ pub async fn move_to_peer(
 /// Whether `party` is a patient account (moves to a peer go into a patient's account there).
 pub fn is_patient_owner(party: &Party) -> bool {
     matches!(party, Party::Account(_))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The receiving side of a move, shared by the signed endpoints and recovery
+
+/// An audit entry for what a peer server did here.
+pub fn peer_audit(
+    peer: &PeerRow,
+    at: kura_core::time::Timestamp,
+    action: &str,
+    record: Option<&RecordId>,
+    detail: String,
+) -> NewAudit {
+    NewAudit {
+        at,
+        actor: format!("peer:{}", peer.name),
+        on_behalf_of: String::new(),
+        action: action.to_owned(),
+        record: record.cloned(),
+        grant: None,
+        outcome: "done".into(),
+        detail,
+        subject: None,
+    }
+}
+
+/// Phase 3 at the receiver: the pending record becomes active, owned by the patient, with a
+/// custody ledger entry for the move-in.
+pub async fn activate(state: &AppState, peer: &PeerRow, known: &IncomingMove) -> ServiceResult<()> {
+    let (Some(record), Some(account)) = (&known.record, &known.account) else {
+        return Err(ServiceError::Conflict("this move was abandoned by its origin".into()));
+    };
+    let now = state.clock.now();
+    let ledger = NewLedger {
+        event: CustodyEvent::MovedIn,
+        from_owner: None,
+        to_owner: Party::Account(account.clone()),
+        transfer: None,
+        actor: format!("peer:{}", peer.name),
+        at: now,
+        note: format!("moved in from peer {} (move {})", peer.name, known.move_id),
+    };
+    let audit =
+        peer_audit(peer, now, "move_in", Some(record), format!("move {} from peer {}", known.move_id, peer.name));
+    state.store.activate_move_in(&known.origin_key, &known.move_id, ledger, audit).await.map_err(|e| match e {
+        StoreError::NotFound => ServiceError::NotFound("move"),
+        StoreError::Conflict(why) => ServiceError::Conflict(why.into()),
+        other => other.into(),
+    })?;
+    if known.state == IncomingMoveState::Pending {
+        tracing::info!(record = %record, move_id = %known.move_id, peer = %peer.name, "moved-in record activated");
+    }
+    Ok(())
+}
+
+/// The origin abandoned the move: a pending record is deleted, and a move not seen yet is
+/// remembered so that its late arrival is refused.
+pub async fn discard(state: &AppState, peer: &PeerRow, move_id: &str) -> ServiceResult<()> {
+    let now = state.clock.now();
+    let audit = peer_audit(peer, now, "move_in_discard", None, format!("move {move_id} from peer {}", peer.name));
+    let blob =
+        state.store.discard_move_in(&peer.public_key, move_id, &peer.name, now, audit).await.map_err(|e| match e {
+            StoreError::Conflict(why) => ServiceError::Conflict(why.into()),
+            other => other.into(),
+        })?;
+    super::content::discard_blobs(state, blob).await;
+    Ok(())
+}
+
+/// Resolves a pending incoming move by asking its origin: committed there → activate here;
+/// aborted or unknown there → discard here; still preparing → wait.
+pub async fn resolve_incoming(state: &AppState, incoming: &IncomingMove) -> ServiceResult<()> {
+    let Some(peer) = state.store.peer_by_key(&incoming.origin_key).await? else {
+        return Ok(());
+    };
+    let path = format!("/api/v1/peer/outgoing/{}", incoming.move_id);
+    let reply = match call_peer(state, &peer.base_url, &peer.public_key, reqwest::Method::GET, &path, None).await {
+        Ok(reply) if reply.is_success() => reply,
+        Ok(_) | Err(_) => return Ok(()),
+    };
+    let Some(view) = reply.json::<api::OutgoingMoveView>() else { return Ok(()) };
+    let ours = incoming.record.as_ref().map(|r| r.to_string());
+    match view.state.as_str() {
+        "committed" | "confirmed" if view.remote_id == ours => activate(state, &peer, incoming).await,
+        "aborted" | "unknown" => discard(state, &peer, &incoming.move_id).await,
+        _ => Ok(()),
+    }
+}
+
+/// A move id as peers send it.
+pub fn check_move_id(move_id: &str) -> ServiceResult<()> {
+    if move_id.is_empty() || move_id.len() > 128 || !move_id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ServiceError::Invalid("move_id must be 1 to 128 visible ASCII characters".into()));
+    }
+    Ok(())
+}
+
+/// What this server holds of a move from a peer, as the peer endpoints answer it.
+pub fn status_of(move_id: &str, incoming: Option<&IncomingMove>) -> api::PeerMoveStatus {
+    match incoming {
+        Some(m) => api::PeerMoveStatus {
+            move_id: move_id.to_owned(),
+            state: m.state.as_str().to_owned(),
+            remote_id: m.record.as_ref().map(|r| r.to_string()),
+            content_hash: Some(m.content_hash.clone()).filter(|h| !h.is_empty()),
+        },
+        None => api::PeerMoveStatus {
+            move_id: move_id.to_owned(),
+            state: "unknown".into(),
+            remote_id: None,
+            content_hash: None,
+        },
+    }
+}
+
+/// Phase 1 of a move into this server: stores the offered record `pending` in the account
+/// the offer's token names, once per origin and move id, and answers with its id here and the
+/// content hash (a repeated offer gets the first answer).
+pub async fn receive_offer(
+    state: &AppState,
+    peer: &PeerRow,
+    offer: &api::PeerMoveOffer,
+) -> ServiceResult<api::PeerMoveStatus> {
+    check_move_id(&offer.move_id)?;
+    let origin_key = peer.public_key.as_str();
+    if let Some(known) = state.store.move_in(origin_key, &offer.move_id).await? {
+        return answer_known(offer, known);
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(offer.content_base64.as_bytes())
+        .map_err(|_| ServiceError::Invalid("content_base64 is not base64".into()))?;
+    if bytes.is_empty() || sha256_hex(&bytes) != offer.content_hash {
+        return Err(ServiceError::Invalid("content_hash is not the SHA-256 of the content".into()));
+    }
+    let token_hash = sha256_hex(offer.token.as_bytes());
+    let now = state.clock.now();
+    let invalid_token = || {
+        ServiceError::Forbidden(
+            "the move token is unknown, used or expired; the patient gets a new one at the destination with \
+             POST /api/v1/peer-tokens"
+                .into(),
+        )
+    };
+    let token = state.store.peer_token(&token_hash).await?.ok_or_else(invalid_token)?;
+    if token.used_at.is_some() || token.expires_at.as_millis() <= now.as_millis() {
+        return Err(invalid_token());
+    }
+    let format = RecordFormat::parse(&offer.format)
+        .ok_or_else(|| ServiceError::Invalid("format must be fhir, dicom or pdf".into()))?;
+    let document_category = match offer.document_category.as_deref() {
+        None => None,
+        Some(raw) => match PartCategory::parse(raw) {
+            Some(c @ (PartCategory::Document | PartCategory::Certificate)) if format == RecordFormat::Pdf => Some(c),
+            _ => {
+                return Err(ServiceError::Invalid(
+                    "document_category must be certificate or document, for PDF only".into(),
+                ));
+            }
+        },
+    };
+    let parsed = ingest::parse_off_thread(format, bytes.clone(), peer.org.to_string(), now, document_category).await?;
+    let id = ids::new_record_id()?;
+    let provenance: String = format!(
+        "moved in from peer {} (record {} there, move {}); {}",
+        peer.name, offer.origin_record, offer.move_id, offer.provenance
+    )
+    .chars()
+    .take(1000)
+    .collect();
+    let draft = ingest::Draft {
+        owner: Party::Account(token.account.clone()),
+        institution: peer.org.clone(),
+        mrn: offer.move_id.clone(),
+        format,
+        document_category,
+        derived_from: None,
+        provenance,
+        held_under: None,
+        created_at: now,
+    };
+    let mut blobs = ingest::NewBlobs::default();
+    let record = ingest::prepare(state, &mut blobs, id.clone(), draft, ingest::Ingested::of(parsed), &bytes).await?;
+    let incoming = IncomingMove {
+        origin_key: origin_key.to_owned(),
+        move_id: offer.move_id.clone(),
+        peer_name: peer.name.clone(),
+        record: Some(id.clone()),
+        account: Some(token.account.clone()),
+        state: IncomingMoveState::Pending,
+        content_hash: offer.content_hash.clone(),
+        created_at: now,
+        updated_at: now,
+    };
+    let audit = peer_audit(
+        peer,
+        now,
+        "move_in_receive",
+        Some(&id),
+        format!("move {} from peer {} (pending)", offer.move_id, peer.name),
+    );
+    if let Err(e) = blobs.commit(state, state.store.receive_move_in(&incoming, &record, &token_hash, audit)).await {
+        return match e {
+            StoreError::NotFound => Err(invalid_token()),
+            StoreError::Conflict(_) => match state.store.move_in(origin_key, &offer.move_id).await? {
+                Some(known) => answer_known(offer, known),
+                None => Err(ServiceError::Conflict("the move could not be stored; try again".into())),
+            },
+            other => Err(other.into()),
+        };
+    }
+    tracing::info!(record = %id, move_id = %offer.move_id, peer = %peer.name, "move received (pending)");
+    state.faults.check("move.after_peer_store")?;
+    Ok(status_of(&offer.move_id, Some(&incoming)))
+}
+
+/// A repeated offer: the same answer as the first time, or a refusal if the move was abandoned.
+fn answer_known(offer: &api::PeerMoveOffer, known: IncomingMove) -> ServiceResult<api::PeerMoveStatus> {
+    match known.state {
+        IncomingMoveState::Discarded => {
+            Err(ServiceError::Conflict("this move was abandoned by its origin; start a new one".into()))
+        }
+        _ if known.content_hash != offer.content_hash => {
+            Err(ServiceError::Conflict("this move id was used for other content".into()))
+        }
+        _ => Ok(status_of(&offer.move_id, Some(&known))),
+    }
 }

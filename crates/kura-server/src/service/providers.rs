@@ -16,19 +16,18 @@ use std::time::Duration;
 use kura_api_types as api;
 use kura_core::custody::CustodyEvent;
 use kura_core::ids::{OrgId, RecordId};
-use kura_core::labels::Label;
 use kura_core::party::Party;
-use kura_core::record::{PartCategory, RecordFormat};
+use kura_core::record::RecordFormat;
 use kura_core::time::Timestamp;
 use kura_store::StoreError;
 use kura_store::model::*;
 use reqwest::Url;
 
-use crate::app::AppState;
-use crate::content;
-use crate::error::ApiError;
+use super::error::{ServiceError, ServiceResult};
+use super::ingest::{self, Ingested, NewBlobs};
+use super::{content, ids};
 use crate::outbound;
-use crate::routes::records::{parse_content, research_facts, stored_parts};
+use crate::state::AppState;
 
 /// The resource types pulled when the link does not name its own.
 pub const DEFAULT_RESOURCE_TYPES: [&str; 7] = [
@@ -67,23 +66,23 @@ fn token_context(link_id: &str) -> String {
 }
 
 /// Seals the token under a fresh key wrapped by the master key, bound to the link's id.
-pub fn seal_token(state: &AppState, link_id: &str, token: &str) -> Result<SealedSecret, ApiError> {
+pub fn seal_token(state: &AppState, link_id: &str, token: &str) -> ServiceResult<SealedSecret> {
     let sealed = state.master.seal(&token_context(link_id), token.as_bytes()).map_err(|e| {
         tracing::error!(link = %link_id, error = %e, "sealing a provider token failed");
-        ApiError::internal()
+        ServiceError::Internal
     })?;
     Ok(SealedSecret { wrapped_key: sealed.wrapped_key, ciphertext: sealed.ciphertext })
 }
 
-fn open_token(state: &AppState, link: &ProviderLink) -> Result<ProviderToken, ApiError> {
+fn open_token(state: &AppState, link: &ProviderLink) -> ServiceResult<ProviderToken> {
     let bytes = state
         .master
         .open(&token_context(&link.id), &link.token.wrapped_key, link.token.ciphertext.clone())
         .map_err(|e| {
             tracing::error!(link = %link.id, error = %e, "a provider token does not open");
-            ApiError::internal()
+            ServiceError::Internal
         })?;
-    String::from_utf8(bytes).map(ProviderToken).map_err(|_| ApiError::internal())
+    String::from_utf8(bytes).map(ProviderToken).map_err(|_| ServiceError::Internal)
 }
 
 /// A FHIR resource type name as the search path takes it (`Observation`).
@@ -277,29 +276,11 @@ impl SyncActor {
 }
 
 /// The parts, labels and facts of one external resource: ingested like an upload, then marked
-/// patient-entered (every part's category, and the `category:` label).
-struct Ingested {
-    parts: Vec<StoredPart>,
-    labels: Vec<Label>,
-    values: Vec<StoredValue>,
-    birth_day: Option<i32>,
-}
-
+/// patient-entered.
 fn ingest(item: &Fetched, now: Timestamp) -> Result<Ingested, String> {
-    let parsed = parse_content(RecordFormat::Fhir, &item.bytes, EXTERNAL_PROVIDERS_ORG, now, None)
-        .map_err(|e| format!("{}/{} is not usable FHIR: {}", item.resource_type, item.id, e.message()))?;
-    let (values, birth_day) = research_facts(&parsed);
-    let parts = stored_parts(&parsed)
-        .into_iter()
-        .map(|part| StoredPart { category: PartCategory::PatientEntered, ..part })
-        .collect();
-    let patient_entered =
-        Label::new("category", PartCategory::PatientEntered.as_str()).map_err(|_| "label".to_owned())?;
-    let mut labels: Vec<Label> =
-        parsed.labels.into_iter().filter(|l| !l.as_str().starts_with("category:")).chain([patient_entered]).collect();
-    labels.sort();
-    labels.dedup();
-    Ok(Ingested { parts, labels, values, birth_day })
+    let parsed = ingest::parse(RecordFormat::Fhir, &item.bytes, EXTERNAL_PROVIDERS_ORG, now, None)
+        .map_err(|e| format!("{}/{} is not usable FHIR: {e}", item.resource_type, item.id))?;
+    Ingested::of(parsed).patient_entered().map_err(|_| "label".to_owned())
 }
 
 fn provenance(link: &ProviderLink, item: &Fetched) -> String {
@@ -307,12 +288,8 @@ fn provenance(link: &ProviderLink, item: &Fetched) -> String {
 }
 
 /// The answer to a sync that failed at the provider.
-fn provider_failed(message: &str) -> ApiError {
-    ApiError::new(
-        axum::http::StatusCode::BAD_GATEWAY,
-        "provider_failed",
-        format!("the sync failed and wrote nothing: {message}"),
-    )
+fn provider_failed(message: &str) -> ServiceError {
+    ServiceError::Upstream { code: "provider_failed", message: format!("the sync failed and wrote nothing: {message}") }
 }
 
 /// The links being pulled in this process, so that a manual sync and the periodic one do not
@@ -341,10 +318,10 @@ impl Drop for SyncingGuard {
 /// Pulls the link's resources now and upserts them in one transaction. A failure at the
 /// provider is recorded on the link and answered 502; nothing else is written. A sync of the
 /// same link already running here is a 409.
-pub async fn sync_link(state: &AppState, link: &ProviderLink, by: &SyncActor) -> Result<api::SyncReport, ApiError> {
+pub async fn sync_link(state: &AppState, link: &ProviderLink, by: &SyncActor) -> ServiceResult<api::SyncReport> {
     let Some(_syncing) = SyncingGuard::take(&link.id) else {
-        return Err(ApiError::conflict(
-            "this provider is being pulled right now; nothing was written, try again shortly",
+        return Err(ServiceError::Conflict(
+            "this provider is being pulled right now; nothing was written, try again shortly".into(),
         ));
     };
     let token = open_token(state, link)?;
@@ -362,7 +339,7 @@ pub async fn sync_link(state: &AppState, link: &ProviderLink, by: &SyncActor) ->
         .into_iter()
         .map(|r| ((r.resource_type.clone(), r.resource_id.clone()), r))
         .collect();
-    let institution = OrgId::parse(EXTERNAL_PROVIDERS_ORG).map_err(|_| ApiError::internal())?;
+    let institution = OrgId::parse(EXTERNAL_PROVIDERS_ORG).map_err(|_| ServiceError::Internal)?;
     let owner = Party::Account(link.patient.clone());
     let mut seen = HashSet::new();
     let mut report = api::SyncReport {
@@ -379,8 +356,8 @@ pub async fn sync_link(state: &AppState, link: &ProviderLink, by: &SyncActor) ->
     let mut inserts = Vec::new();
     let mut updates = Vec::new();
     let mut audit = Vec::new();
-    let mut new_blobs = Vec::new();
-    let outcome: Result<(), ApiError> = async {
+    let mut new_blobs = NewBlobs::default();
+    let outcome: ServiceResult<()> = async {
         for item in &fetched {
             // A resource listed twice (pages that overlap) counts once.
             if !seen.insert((item.resource_type.clone(), item.id.clone())) {
@@ -406,8 +383,7 @@ pub async fn sync_link(state: &AppState, link: &ProviderLink, by: &SyncActor) ->
                         report.skipped += 1;
                         continue;
                     };
-                    let sealed = content::seal_and_store(state, record.id.as_str(), &item.bytes).await?;
-                    new_blobs.push(sealed.blob_key.clone());
+                    let sealed = new_blobs.seal(state, &record.id, &item.bytes).await?;
                     report.updated += 1;
                     report.records.push(record.id.to_string());
                     audit.push(
@@ -437,9 +413,20 @@ pub async fn sync_link(state: &AppState, link: &ProviderLink, by: &SyncActor) ->
                     });
                 }
                 None => {
-                    let id = RecordId::parse(&crate::routes::new_id()).map_err(|_| ApiError::internal())?;
-                    let sealed = content::seal_and_store(state, id.as_str(), &item.bytes).await?;
-                    new_blobs.push(sealed.blob_key.clone());
+                    let id = ids::new_record_id()?;
+                    let draft = ingest::Draft {
+                        owner: owner.clone(),
+                        institution: institution.clone(),
+                        mrn: link.id.clone(),
+                        format: RecordFormat::Fhir,
+                        document_category: None,
+                        derived_from: None,
+                        provenance: provenance(link, item),
+                        held_under: None,
+                        created_at: now,
+                    };
+                    let record =
+                        ingest::prepare(state, &mut new_blobs, id.clone(), draft, ingested, &item.bytes).await?;
                     report.created += 1;
                     report.records.push(id.to_string());
                     audit.push(
@@ -449,23 +436,7 @@ pub async fn sync_link(state: &AppState, link: &ProviderLink, by: &SyncActor) ->
                     inserts.push(ProviderInsert {
                         resource_type: item.resource_type.clone(),
                         resource_id: item.id.clone(),
-                        record: NewRecord {
-                            id: id.clone(),
-                            owner: owner.clone(),
-                            institution: institution.clone(),
-                            mrn: link.id.clone(),
-                            format: RecordFormat::Fhir,
-                            parts: ingested.parts,
-                            labels: ingested.labels,
-                            document_category: None,
-                            content: sealed,
-                            derived_from: None,
-                            provenance: provenance(link, item),
-                            held_under: None,
-                            values: ingested.values,
-                            subject_birth_day: ingested.birth_day,
-                            created_at: now,
-                        },
+                        record,
                         ledger: NewLedger {
                             event: CustodyEvent::Uploaded,
                             from_owner: None,
@@ -483,7 +454,7 @@ pub async fn sync_link(state: &AppState, link: &ProviderLink, by: &SyncActor) ->
     }
     .await;
     if let Err(e) = outcome {
-        content::discard_blobs(state, new_blobs).await;
+        new_blobs.discard(state).await;
         return Err(e);
     }
     report.gone_at_provider = known.keys().filter(|k| !seen.contains(*k)).count() as u64;
@@ -507,14 +478,13 @@ pub async fn sync_link(state: &AppState, link: &ProviderLink, by: &SyncActor) ->
         ),
     );
     let commit = ProviderSyncCommit { link: link.id.clone(), at: now, inserts, updates, audit };
-    match state.store.apply_provider_sync(&commit).await {
+    match new_blobs.commit(state, state.store.apply_provider_sync(&commit)).await {
         Ok(dead) => content::discard_blobs(state, dead).await,
         Err(e) => {
-            content::discard_blobs(state, new_blobs).await;
             return Err(match e {
-                StoreError::NotFound => ApiError::not_found("provider link"),
+                StoreError::NotFound => ServiceError::NotFound("provider link"),
                 StoreError::Conflict(why) => {
-                    ApiError::conflict(format!("{why}; nothing was written, sync again to pick up the changes"))
+                    ServiceError::Conflict(format!("{why}; nothing was written, sync again to pick up the changes"))
                 }
                 other => other.into(),
             });
@@ -549,7 +519,7 @@ async fn record_failure(
     now: Timestamp,
     by: &SyncActor,
     message: &str,
-) -> ApiError {
+) -> ServiceError {
     tracing::warn!(link = %link.id, "provider sync failed; nothing written");
     let audit = by.audit(link, now, "provider_sync", "failed", format!("provider link {}: {message}", link.id));
     // A pull nobody is watching (the periodic one) tells the patient and their agents, once per
@@ -560,7 +530,9 @@ async fn record_failure(
             link.name
         );
         let owner = Party::Account(link.patient.clone());
-        match crate::notify::to_owner_and_agents(state, &owner, "provider_sync_failed", &link.id, &text, now).await {
+        match crate::service::notify::to_owner_and_agents(state, &owner, "provider_sync_failed", &link.id, &text, now)
+            .await
+        {
             Ok(notifications) => notifications,
             Err(e) => return e,
         }
@@ -570,19 +542,19 @@ async fn record_failure(
     if let Err(e) = state.store.record_provider_failure(&link.id, now, message, &notifications, audit).await {
         return e.into();
     }
-    crate::notify::publish(state, notifications);
+    crate::service::notify::publish(state, notifications);
     provider_failed(message)
 }
 
 /// Syncs the links whose last attempt is older than the configured interval; returns how many
 /// were attempted. Failures are recorded on each link and do not stop the round.
-pub async fn sync_due(state: &AppState) -> Result<usize, ApiError> {
+pub async fn sync_due(state: &AppState) -> ServiceResult<usize> {
     let interval_ms = i64::try_from(state.config.provider_sync_interval_secs).unwrap_or(i64::MAX / 2000) * 1000;
     let before = state.clock.now().plus_millis(-interval_ms);
     let due = state.store.provider_links_due(before, DUE_PER_ROUND).await?;
     for link in &due {
         if let Err(e) = sync_link(state, link, &SyncActor::system()).await {
-            tracing::warn!(link = %link.id, status = %e.status(), "periodic provider sync failed");
+            tracing::warn!(link = %link.id, error = %e, "periodic provider sync failed");
         }
     }
     Ok(due.len())
@@ -594,7 +566,7 @@ pub async fn run(state: AppState) {
     loop {
         interval.tick().await;
         if let Err(e) = sync_due(&state).await {
-            tracing::warn!(status = %e.status(), "provider sync round failed; retrying next interval");
+            tracing::warn!(error = %e, "provider sync round failed; retrying next interval");
         }
     }
 }

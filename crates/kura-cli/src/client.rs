@@ -131,12 +131,17 @@ impl Client {
         request
     }
 
-    /// Sends the request; a success's JSON body (or `null` when it has none), else the failure.
-    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value> {
-        let response = request.send().await.map_err(|e| {
+    /// Sends the request; a failure to reach the server says so in words.
+    async fn dispatch(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response> {
+        request.send().await.map_err(|e| {
             let what = if e.is_connect() { "cannot connect to" } else { "the request failed at" };
             anyhow::anyhow!("{what} {}: {}", self.server(), root_cause(&e))
-        })?;
+        })
+    }
+
+    /// Sends the request; a success's JSON body (or `null` when it has none), else the failure.
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value> {
+        let response = self.dispatch(request).await?;
         let status = response.status();
         let body = response.bytes().await.with_context(|| format!("the answer from {} broke off", self.server()))?;
         if !status.is_success() {
@@ -152,10 +157,7 @@ impl Client {
     /// GET returning a success's body exactly as sent (a record whose content must be written
     /// byte for byte); a refusal comes back as the server's [`ApiFailure`].
     pub async fn get_bytes(&self, segments: &[&str]) -> Result<Vec<u8>> {
-        let response = self.request(Method::GET, self.url(segments)?).send().await.map_err(|e| {
-            let what = if e.is_connect() { "cannot connect to" } else { "the request failed at" };
-            anyhow::anyhow!("{what} {}: {}", self.server(), root_cause(&e))
-        })?;
+        let response = self.dispatch(self.request(Method::GET, self.url(segments)?)).await?;
         let status = response.status();
         let body = response.bytes().await.with_context(|| format!("the answer from {} broke off", self.server()))?;
         if !status.is_success() {
@@ -194,10 +196,7 @@ impl Client {
         if let Some(id) = last_event_id {
             request = request.header("last-event-id", id);
         }
-        let response = request.send().await.map_err(|e| {
-            let what = if e.is_connect() { "cannot connect to" } else { "the request failed at" };
-            anyhow::anyhow!("{what} {}: {}", self.server(), root_cause(&e))
-        })?;
+        let response = self.dispatch(request).await?;
         let status = response.status();
         if !status.is_success() {
             let body = response.bytes().await.unwrap_or_default();
@@ -239,10 +238,7 @@ impl Client {
         segments: &[&str],
         body: &B,
     ) -> Result<(Vec<u8>, reqwest::header::HeaderMap)> {
-        let response = self.request(Method::POST, self.url(segments)?).json(body).send().await.map_err(|e| {
-            let what = if e.is_connect() { "cannot connect to" } else { "the request failed at" };
-            anyhow::anyhow!("{what} {}: {}", self.server(), root_cause(&e))
-        })?;
+        let response = self.dispatch(self.request(Method::POST, self.url(segments)?).json(body)).await?;
         let status = response.status();
         let headers = response.headers().clone();
         let bytes = response.bytes().await.with_context(|| format!("the answer from {} broke off", self.server()))?;

@@ -821,9 +821,15 @@ mod tests {
     }
 
     #[test]
-    fn content_is_written_as_pretty_json_or_decoded_bytes() {
-        let fhir = record_with(Some(json!({"resourceType": "Patient"})), None, None);
-        assert_eq!(content_bytes(&fhir).unwrap(), b"{\n  \"resourceType\": \"Patient\"\n}\n");
+    fn content_is_written_as_served_or_decoded_bytes() {
+        // The FHIR text as the server sent it: spacing and decimals (1.50, 1e2) kept.
+        let served = r#"{"resourceType": "Observation", "valueQuantity": {"value": 1.50}, "x": 1e2}"#;
+        let record: api::RecordView = serde_json::from_str(&format!(
+            r#"{{"id": "r", "owner": "account:a", "institution": "i", "format": "fhir", "state": "active",
+                "parts": [], "labels": [], "created_at": "2026-01-01T00:00:00Z", "provenance": "", "content": {served}}}"#
+        ))
+        .unwrap();
+        assert_eq!(content_bytes(&record).unwrap(), served.as_bytes());
         let pdf = record_with(None, Some("JVBERi0xLjQ="), None);
         assert_eq!(content_bytes(&pdf).unwrap(), b"%PDF-1.4");
         let withheld = record_with(None, None, Some("no image parts in scope"));

@@ -394,9 +394,11 @@ mod tests {
     }
 
     #[test]
-    fn content_is_written_as_pretty_json_or_decoded_bytes() {
+    fn content_is_written_as_served_or_decoded_bytes() {
+        // FHIR is written as the server's JSON text, not re-serialised (here the compact text
+        // `to_raw_value` makes).
         let fhir = record_with(Some(json!({"resourceType": "Patient"})), None, None);
-        assert_eq!(content_bytes(&fhir).unwrap(), b"{\n  \"resourceType\": \"Patient\"\n}\n");
+        assert_eq!(content_bytes(&fhir).unwrap(), b"{\"resourceType\":\"Patient\"}");
         let pdf = record_with(None, Some("JVBERi0xLjQ="), None);
         assert_eq!(content_bytes(&pdf).unwrap(), b"%PDF-1.4");
         let withheld = record_with(None, None, Some("no image parts in scope"));

@@ -1,15 +1,12 @@
-//! The commands that run Kura in this process rather than talk to it: `serve`, `operator
-//! bootstrap`, and the configuration and logging they (and `demo`) share.
+//! What the commands that run Kura in this process rather than talk to it (`serve`, `operator
+//! bootstrap`, `demo`) share: the configuration from the command line and the environment,
+//! opening the store, and logging.
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::ExitCode;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Result, anyhow};
 use kura_server::{App, Clock, Config};
-
-use crate::secrets::{self, Secret};
-use crate::{BootstrapArgs, ServeArgs};
 
 /// The embedded configuration under `data_dir`, with what the command line and the environment
 /// change. The master key comes from `KURA_MASTER_KEY` when it is set.
@@ -80,48 +77,6 @@ pub fn init_logging(default: &str) {
 
 pub async fn open(config: Config) -> Result<App> {
     App::open(config, Clock::System).await.map_err(|e| anyhow!("cannot open the server's store: {e}"))
-}
-
-/// `kura serve`.
-pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
-    init_logging("info");
-    let config = config(&args.data.data_dir, Some(args.listen), args.database_url, args.public_url)?;
-    let database = describe_database(&config.database_url);
-    let data_dir = config.data_dir.clone();
-    let public_url = config.public_url.clone();
-    let app = open(config).await?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let address = listener.local_addr().unwrap_or(args.listen);
-    println!("Kura is listening on http://{address} (public URL {public_url})");
-    println!("data directory {}, database {database}; stop with Ctrl-C", data_dir.display());
-    tracing::info!(%address, "serving");
-    kura_server::serve_on(app, listener).await.map_err(|e| anyhow!(e))?;
-    Ok(ExitCode::SUCCESS)
-}
-
-/// `kura operator bootstrap`: the first operator, created directly in the store.
-pub async fn bootstrap(args: BootstrapArgs) -> Result<ExitCode> {
-    let (password, generated) = if args.password_stdin {
-        (secrets::read_password_stdin()?, false)
-    } else {
-        (secrets::generate_password()?, true)
-    };
-    let app = open(config(&args.data.data_dir, None, args.database_url, None)?).await?;
-    let created = app.create_operator(&args.username, password.expose()).await;
-    app.store().close().await;
-    let account_id = created.map_err(|e| anyhow!("cannot create the operator: {e}"))?;
-    print_bootstrapped(&args.username, &account_id, generated.then_some(&password));
-    Ok(ExitCode::SUCCESS)
-}
-
-fn print_bootstrapped(username: &str, account_id: &str, generated: Option<&Secret>) {
-    println!("operator {username} created (account {account_id})");
-    if let Some(password) = generated {
-        // Shown once, deliberately: nobody else knows it.
-        println!("password: {}", password.expose());
-    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,4 @@
-//! Notifications: the inbox (`kura inbox`), the live stream of server-sent events
-//! (`kura events`), and webhooks that deliver an organisation's notifications elsewhere.
+//! `kura events`: follow your notifications live as server-sent events, until interrupted.
 //!
 //! [`SseParser`] reads the `text/event-stream` format chunk by chunk: `event:`, `data:` and `id:`
 //! fields, comments (the server's keep-alives) skipped, an event ending at a blank line.
@@ -8,75 +7,26 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Result;
+use clap::Args;
 use kura_api_types as api;
 use serde_json::Value;
 
-use crate::client::{ApiFailure, Client, decode};
-use crate::commands::{connect, done, show};
-use crate::output::{Table, or_dash};
-use crate::{EventsArgs, InboxArgs, InboxCommand, WebhookArgs, WebhookCommand};
+use super::{ActAs, Connection, connect};
+use crate::client::{ApiFailure, Client};
 
-// ---------------------------------------------------------------------------------------------
-// Inbox
-
-/// Reads the inbox after `after`, page by page until the server has nothing more.
-async fn read_inbox(client: &Client, after: i64) -> Result<Vec<Value>> {
-    let mut notifications = Vec::new();
-    let mut after = after;
-    loop {
-        let page = client.get_query(&["api", "v1", "inbox"], &[("after", after.to_string())]).await?;
-        let Some(items) = page.get("notifications").and_then(Value::as_array).cloned() else {
-            // Not the expected shape: let the decoder say so.
-            decode::<api::Inbox>(page)?;
-            break;
-        };
-        let last = items.iter().filter_map(|n| n.get("seq").and_then(Value::as_i64)).max();
-        notifications.extend(items);
-        match last {
-            // Stop when the page is empty or the server does not move on.
-            Some(last) if last > after => after = last,
-            _ => break,
-        }
-    }
-    Ok(notifications)
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  kura events\n  kura events --last-event-id 120 --json\n\n\
+    Each notification is printed as it arrives (with --json, one JSON object per line). If the \
+    connection drops, it is opened again from the last event seen. Stop with Ctrl-C.")]
+pub struct EventsArgs {
+    /// First replay what came after this sequence number (sends Last-Event-ID).
+    #[arg(long, value_name = "SEQ")]
+    last_event_id: Option<i64>,
+    #[command(flatten)]
+    conn: Connection,
+    #[command(flatten)]
+    act_as: ActAs,
 }
-
-fn is_unread(notification: &Value) -> bool {
-    notification.get("read_at").is_none_or(Value::is_null)
-}
-
-pub async fn inbox(args: InboxArgs) -> Result<ExitCode> {
-    let client = connect(&args.conn, Some(&args.act_as))?;
-    let json = args.conn.json;
-    if let Some(InboxCommand::Read { id }) = args.command {
-        client.post_empty(&["api", "v1", "inbox", &id, "read"]).await?;
-        return done(json, &format!("notification {id} marked read"));
-    }
-    let mut notifications = read_inbox(&client, args.after).await?;
-    if args.unread {
-        notifications.retain(is_unread);
-    }
-    let value = serde_json::json!({ "notifications": notifications });
-    show(json, value, |inbox: api::Inbox| {
-        let mut table = Table::new(["SEQ", "ID", "NEW", "KIND", "AT", "ABOUT", "MESSAGE"]);
-        for n in inbox.notifications {
-            table.row(vec![
-                n.seq.to_string(),
-                n.id,
-                if n.read_at.is_none() { "*" } else { "" }.to_owned(),
-                n.kind,
-                n.created_at,
-                or_dash(Some(&n.about)),
-                n.message,
-            ]);
-        }
-        let empty = if args.unread { "no unread notifications" } else { "no notifications" };
-        table.print_or(empty);
-    })
-}
-
-// ---------------------------------------------------------------------------------------------
-// Server-sent events
 
 /// One event of a `text/event-stream`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -238,7 +188,7 @@ async fn follow_forever(client: &Client, mut last_id: Option<String>, json: bool
     }
 }
 
-pub async fn events(args: EventsArgs) -> Result<ExitCode> {
+pub async fn run(args: EventsArgs) -> Result<ExitCode> {
     let client = connect(&args.conn, Some(&args.act_as))?;
     let json = args.conn.json;
     if !json {
@@ -251,55 +201,12 @@ pub async fn events(args: EventsArgs) -> Result<ExitCode> {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Webhooks
-
-pub async fn webhook(args: WebhookArgs) -> Result<ExitCode> {
-    let client = connect(&args.conn, None)?;
-    let json = args.conn.json;
-    match args.command {
-        WebhookCommand::Create { url } => {
-            let created = client.post(&["api", "v1", "webhooks"], &api::CreateWebhookRequest { url }).await?;
-            if json {
-                eprintln!("note: the webhook's secret is in this answer only; it is not shown again");
-            }
-            show(json, created, |w: api::WebhookView| {
-                println!("webhook {} created for {}", w.id, w.url);
-                match &w.secret {
-                    Some(secret) => {
-                        println!("secret  {secret}");
-                        println!("This secret is shown once, now: store it where the receiver can use it.");
-                        println!("Each delivery carries a kura-signature header: HMAC-SHA256 of the body with it.");
-                    }
-                    None => println!("the server sent no secret"),
-                }
-            })
-        }
-        WebhookCommand::Deliveries { id } => {
-            let list = client.get(&["api", "v1", "webhooks", &id, "deliveries"]).await?;
-            show(json, list, |list: api::DeliveryList| {
-                let mut table =
-                    Table::new(["ID", "NOTIFICATION", "STATE", "ATTEMPTS", "STATUS", "NEXT ATTEMPT", "LAST ERROR"]);
-                for d in list.deliveries {
-                    table.row(vec![
-                        d.id,
-                        d.notification,
-                        d.state,
-                        d.attempts.to_string(),
-                        d.last_status.map_or_else(|| "-".to_owned(), |s| s.to_string()),
-                        d.next_attempt_at,
-                        or_dash(d.last_error.as_deref()),
-                    ]);
-                }
-                table.print_or("no deliveries yet");
-            })
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
+    use crate::{Cli, Command};
 
     fn event(kind: &str, data: &str, id: Option<&str>) -> SseEvent {
         SseEvent { event: kind.to_owned(), data: data.to_owned(), id: id.map(str::to_owned) }
@@ -346,9 +253,9 @@ mod tests {
     }
 
     #[test]
-    fn unread_means_without_read_at() {
-        assert!(is_unread(&serde_json::json!({"seq": 1})));
-        assert!(is_unread(&serde_json::json!({"seq": 1, "read_at": null})));
-        assert!(!is_unread(&serde_json::json!({"seq": 1, "read_at": "2026-01-01T00:00:00Z"})));
+    fn events_may_replay_from_a_sequence_number() {
+        let cli = Cli::try_parse_from(["kura", "events", "--last-event-id", "12"]).unwrap();
+        let Command::Events(args) = cli.command else { panic!("not events") };
+        assert_eq!(args.last_event_id, Some(12));
     }
 }

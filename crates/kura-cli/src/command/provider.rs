@@ -7,12 +7,71 @@
 use std::process::ExitCode;
 
 use anyhow::{Result, bail};
+use clap::{Args, Subcommand};
 use kura_api_types as api;
 
-use crate::commands::{connect, done, show};
+use super::{ActAs, Connection, connect, done, show};
 use crate::output::{Table, comma_list, or_dash};
 use crate::secrets::{Secret, read_password_stdin};
-use crate::{ProviderArgs, ProviderCommand};
+
+#[derive(Debug, Args)]
+pub struct ProviderArgs {
+    #[command(flatten)]
+    conn: Connection,
+    #[command(flatten)]
+    act_as: ActAs,
+    #[command(subcommand)]
+    command: ProviderCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum ProviderCommand {
+    /// Link an external FHIR R4 endpoint with your token there; nothing is pulled until a sync.
+    #[command(after_help = "Example: kura provider link --name 'Aoba portal' --base-url \
+        http://fhir.aoba.example/r4 --patient-id 12345 --token-stdin --sync < token.txt\n\n\
+        The token is read from stdin (--token-stdin) or KURA_PROVIDER_TOKEN, never from an \
+        argument; the server stores it sealed and never shows it again.")]
+    Link {
+        /// A name for the provider, for you.
+        #[arg(long)]
+        name: String,
+        /// The FHIR base URL (http://...); searches go to BASE/Type?patient=ID.
+        #[arg(long, value_name = "URL")]
+        base_url: String,
+        /// Your patient id at the provider.
+        #[arg(long, value_name = "ID")]
+        patient_id: String,
+        /// A resource type to pull (repeatable) [default: Observation, Condition,
+        /// MedicationStatement, MedicationRequest, AllergyIntolerance, Procedure, Immunization].
+        #[arg(long = "type", value_name = "TYPE")]
+        types: Vec<String>,
+        /// Read the provider's token from stdin.
+        #[arg(long)]
+        token_stdin: bool,
+        /// The provider's token, when not read from stdin.
+        #[arg(long = "provider-token", env = "KURA_PROVIDER_TOKEN", hide = true, hide_env_values = true,
+            value_parser = secret_arg)]
+        provider_token: Option<Secret>,
+        /// Pull at once after linking.
+        #[arg(long)]
+        sync: bool,
+    },
+    /// Your linked providers with their last sync's time, outcome and error.
+    List,
+    /// Pull a provider now: new resources become records, changed ones are updated.
+    #[command(after_help = "Example: kura provider sync P\n\n\
+        If the provider fails midway nothing is written; the error is kept on the link (see \
+        `kura provider list`) and the command exits with status 1.")]
+    Sync {
+        /// The link's id.
+        id: String,
+    },
+    /// Remove a link: no more pulls. The records already pulled stay yours.
+    Unlink {
+        /// The link's id.
+        id: String,
+    },
+}
 
 /// Parses the token given in `KURA_PROVIDER_TOKEN` into a [`Secret`], so that `Debug` of the
 /// command line does not show it.
@@ -41,7 +100,7 @@ fn print_report(report: &api::SyncReport) {
     }
 }
 
-pub async fn provider(args: ProviderArgs) -> Result<ExitCode> {
+pub async fn run(args: ProviderArgs) -> Result<ExitCode> {
     let client = connect(&args.conn, Some(&args.act_as))?;
     let json = args.conn.json;
     match args.command {
@@ -102,7 +161,8 @@ pub async fn provider(args: ProviderArgs) -> Result<ExitCode> {
 mod tests {
     use clap::Parser;
 
-    use crate::{Cli, Command, ProviderArgs, ProviderCommand};
+    use super::{ProviderArgs, ProviderCommand};
+    use crate::{Cli, Command};
 
     #[test]
     fn link_takes_the_token_from_stdin_or_the_environment_only() {

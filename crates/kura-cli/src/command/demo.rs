@@ -12,20 +12,45 @@
 //! Kura out, never for real patients.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, anyhow, bail};
+use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use kura_api_types as api;
 use serde_json::{Value, json};
 
-use crate::DemoArgs;
+use super::DataDirArg;
 use crate::client::{Client, decode};
 use crate::local;
 use crate::output::Table;
 use crate::secrets::{self, Secret};
+
+#[derive(Debug, Args)]
+#[command(after_help = "The demo prints every account with its password: it is for trying Kura \
+    out, not for real patients.")]
+pub struct DemoArgs {
+    #[command(flatten)]
+    data: DataDirArg,
+    /// The address to serve on after seeding.
+    #[arg(long, env = "KURA_LISTEN", default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    listen: SocketAddr,
+    /// Seed only; do not serve afterwards (serve later with `kura serve --data-dir DIR`).
+    #[arg(long)]
+    seed_only: bool,
+    /// Print one JSON object with the URL, accounts, passwords and record ids to stdout.
+    #[arg(long)]
+    json: bool,
+    /// Delete an existing database in the data directory first (kura.db*, blobs/, master.key).
+    #[arg(long)]
+    reset: bool,
+    /// The fixtures folder (synthea-r4/ and dicom/).
+    #[arg(long, value_name = "DIR", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures"))]
+    fixtures: PathBuf,
+}
 
 pub const AOBA: &str = "Aoba General Hospital";
 pub const SAKURA: &str = "Sakura Clinic";

@@ -1,53 +1,127 @@
-//! Research from the command line: owners' choices (`kura prefs`), studies, search with handles,
-//! and usage requests with their answers and rewards (`kura request`).
+//! `kura request`: usage requests; researchers ask owners for their records, owners answer,
+//! and rewards are marked paid and confirmed.
 //!
-//! The pure parts (joining query words, checking reward options, reading handle files) are
-//! separate functions with tests; the rest talks to the server through [`Client`].
+//! Checking reward options and reading handle files are pure functions with tests.
 
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
 use kura_api_types as api;
-use serde_json::Value;
 
-use crate::client::{Client, decode};
-use crate::commands::{OrgNames, connect, scope_summary, show};
-use crate::output::{self, Table, comma_list, or_dash, wire_name};
-use crate::{
-    PrefsArgs, PrefsCommand, RequestArgs, RequestCommand, RequestSendArgs, SearchArgs, StudyArgs, StudyCommand,
-};
+use super::grant::scope_summary;
+use super::org::OrgNames;
+use super::{ActAs, Connection, connect, show};
+use crate::output::{Table, comma_list, or_dash, wire_name};
+use crate::values;
 
-// ---------------------------------------------------------------------------------------------
-// Pure parts
-
-/// The text form of a query typed as separate words: trimmed, joined with single spaces.
-pub fn query_text(words: &[String]) -> Result<String> {
-    let words: Vec<&str> = words.iter().map(|w| w.trim()).filter(|w| !w.is_empty()).collect();
-    if words.is_empty() {
-        bail!("the query is empty; give it as words (e.g. snomed:44054006 AND age:40..60) or with --query-json");
-    }
-    Ok(words.join(" "))
+#[derive(Debug, Args)]
+pub struct RequestArgs {
+    #[command(flatten)]
+    conn: Connection,
+    #[command(flatten)]
+    act_as: ActAs,
+    #[command(subcommand)]
+    command: RequestCommand,
 }
 
-/// The `query` of a search request: the JSON form when given, else the joined text form.
-pub fn query_value(words: &[String], json: Option<Value>) -> Result<Value> {
-    match json {
-        Some(json) => Ok(json),
-        None => query_text(words).map(Value::String),
-    }
+#[derive(Debug, Subcommand)]
+enum RequestCommand {
+    /// Ask the owners behind handles to let the study use their records (researchers).
+    #[command(after_help = "Example: kura request send --study S --handles-file handles.txt \\\n    \
+        --scope condition,observation --actions view --anonymization pseudonymized --days 60 \\\n    \
+        --message \"We study outcomes of type 2 diabetes\" --reward-amount 20 --reward-currency EUR\n\n\
+        One request goes to each owner; several handles of the same person count once.")]
+    Send(Box<RequestSendArgs>),
+    /// Usage requests: to you (owners, agents with --act-as), or of a study (researchers, --study).
+    #[command(after_help = "Examples:\n  kura request list\n  kura request list --study S")]
+    List {
+        /// The study whose requests to list (researchers).
+        #[arg(long, value_name = "ID")]
+        study: Option<String>,
+    },
+    /// Accept or decline a request (owners). Accepting creates a grant bound to the study.
+    #[command(after_help = "Examples:\n  kura request answer R --accept\n  \
+        kura request answer R --accept --scope condition --anonymization anonymized --days 30\n  \
+        kura request answer R --decline\n\n\
+        Accepting may narrow what was asked (fewer categories or actions, stronger anonymization, \
+        fewer days), never widen it.")]
+    #[command(group(clap::ArgGroup::new("decision").required(true).args(["accept", "decline"])))]
+    Answer {
+        id: String,
+        /// Accept the request (as asked, or narrowed by the options below).
+        #[arg(long)]
+        accept: bool,
+        /// Decline the request.
+        #[arg(long)]
+        decline: bool,
+        /// Only these of the categories asked for, e.g. condition.
+        #[arg(long, value_delimiter = ',', value_parser = values::category, value_name = "CATEGORIES",
+            conflicts_with = "decline")]
+        scope: Option<Vec<api::Category>>,
+        /// Only these of the actions asked for.
+        #[arg(long, value_delimiter = ',', value_parser = values::grant_action, value_name = "ACTIONS",
+            conflicts_with = "decline")]
+        actions: Option<Vec<api::GrantAction>>,
+        /// A stronger anonymization than asked for: pseudonymized or anonymized.
+        #[arg(long, value_parser = values::anonymization, conflicts_with = "decline")]
+        anonymization: Option<api::Anonymization>,
+        /// Fewer days than asked for.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(1..), conflicts_with = "decline")]
+        days: Option<i64>,
+    },
+    /// Withdraw a request not yet answered (researchers).
+    #[command(after_help = "Example: kura request withdraw R")]
+    Withdraw { id: String },
+    /// Mark the reward of an accepted request as paid (researchers).
+    #[command(after_help = "Example: kura request paid R")]
+    Paid { id: String },
+    /// Confirm that you received the reward of a request (owners).
+    #[command(after_help = "Example: kura request confirm R")]
+    Confirm { id: String },
 }
 
-/// `--query-json`: a JSON object, checked before anything is sent.
-pub fn json_query(raw: &str) -> Result<Value, String> {
-    let value: Value = serde_json::from_str(raw).map_err(|e| format!("not valid JSON: {e}"))?;
-    if !value.is_object() {
-        return Err(
-            "the JSON form of a query is an object, such as {\"all\": [{\"label\": \"snomed:44054006\"}]}".into()
-        );
-    }
-    Ok(value)
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("handles_from").required(true).args(["handles", "handles_file"])))]
+struct RequestSendArgs {
+    /// The study asking.
+    #[arg(long, value_name = "ID")]
+    study: String,
+    /// A handle from `kura search` (repeatable, or comma-separated).
+    #[arg(long = "handle", value_name = "HANDLE", value_delimiter = ',')]
+    handles: Vec<String>,
+    /// A file of handles, one per line, as `kura search --save` writes it (`-` reads stdin).
+    #[arg(long, value_name = "FILE")]
+    handles_file: Option<PathBuf>,
+    /// The categories asked for, e.g. condition,observation.
+    #[arg(long, required = true, value_delimiter = ',', value_parser = values::category, value_name = "CATEGORIES")]
+    scope: Vec<api::Category>,
+    /// The actions asked for: view, copy, move, delete, statistics.
+    #[arg(long, value_delimiter = ',', value_parser = values::grant_action, default_value = "view", value_name = "ACTIONS")]
+    actions: Vec<api::GrantAction>,
+    /// none, pseudonymized or anonymized.
+    #[arg(long, value_parser = values::anonymization, default_value = "none")]
+    anonymization: api::Anonymization,
+    /// How many days the grant lasts once accepted.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(1..))]
+    days: i64,
+    /// A message to the owners.
+    #[arg(long, default_value = "", value_name = "TEXT")]
+    message: String,
+    /// The reward offered to each owner who accepts, e.g. 20 (goes with --reward-currency).
+    #[arg(long, value_name = "AMOUNT")]
+    reward_amount: Option<String>,
+    /// The reward's currency, e.g. EUR (goes with --reward-amount).
+    #[arg(long, value_name = "CURRENCY")]
+    reward_currency: Option<String>,
+    /// What the reward is, in words.
+    #[arg(long, value_name = "TEXT")]
+    reward_description: Option<String>,
+    /// Owners answer within this many days [server default: 30].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(1..))]
+    answer_within_days: Option<i64>,
 }
 
 /// The reward options as the wire reward: none at all, or an amount with its currency (and
@@ -140,204 +214,6 @@ fn handles_of(args: &RequestSendArgs) -> Result<Vec<String>> {
     }
 }
 
-/// Handles as a file's text: one per line.
-pub fn handles_text(handles: &[String]) -> String {
-    handles.iter().map(|h| format!("{h}\n")).collect()
-}
-
-// ---------------------------------------------------------------------------------------------
-// Preferences
-
-fn yes_no(value: bool) -> &'static str {
-    if value { "yes" } else { "no" }
-}
-
-fn print_preferences(p: &api::PreferencesBody) {
-    println!(
-        "discoverable           {:<3}  (whether research search may find you, as a handle)",
-        yes_no(p.discoverable)
-    );
-    println!(
-        "contribute statistics  {:<3}  (whether you are counted in aggregate statistics)",
-        yes_no(p.contribute_statistics)
-    );
-    let cap = p.privacy_loss_cap.map_or_else(|| "none".to_owned(), |c| c.to_string());
-    println!("privacy loss cap       {cap:<3}  (the most ε differentially private analyses may add up for you)");
-}
-
-/// A privacy-loss cap as typed: a number of 0 or more, or `none`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Cap(pub Option<f64>);
-
-pub fn privacy_cap(raw: &str) -> Result<Cap, String> {
-    if raw.trim().eq_ignore_ascii_case("none") {
-        return Ok(Cap(None));
-    }
-    match raw.trim().parse::<f64>() {
-        Ok(cap) if cap.is_finite() && cap >= 0.0 => Ok(Cap(Some(cap))),
-        _ => Err(format!("{raw:?} is not a privacy-loss cap; give a number of 0 or more, or none")),
-    }
-}
-
-pub async fn prefs(args: PrefsArgs) -> Result<ExitCode> {
-    let client = connect(&args.conn, Some(&args.act_as))?;
-    let json = args.conn.json;
-    match args.command {
-        PrefsCommand::Show => {
-            show(json, client.get(&["api", "v1", "preferences"]).await?, |p: api::PreferencesBody| {
-                print_preferences(&p);
-            })
-        }
-        PrefsCommand::Set { discoverable, contribute_statistics, privacy_loss_cap } => {
-            let mut body: api::PreferencesBody = decode(client.get(&["api", "v1", "preferences"]).await?)?;
-            if let Some(value) = discoverable {
-                body.discoverable = value;
-            }
-            if let Some(value) = contribute_statistics {
-                body.contribute_statistics = value;
-            }
-            if let Some(Cap(value)) = privacy_loss_cap {
-                body.privacy_loss_cap = value;
-            }
-            let saved = client.put(&["api", "v1", "preferences"], &body).await?;
-            show(json, saved, |p: api::PreferencesBody| {
-                println!("preferences saved:");
-                print_preferences(&p);
-            })
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Studies and search
-
-pub async fn study(args: StudyArgs) -> Result<ExitCode> {
-    let client = connect(&args.conn, None)?;
-    let json = args.conn.json;
-    match args.command {
-        StudyCommand::Create { title, purpose, ethics_ref, contact } => {
-            let body = api::CreateStudyRequest { title, purpose, ethics_reference: ethics_ref, contact };
-            let created = client.post(&["api", "v1", "research", "studies"], &body).await?;
-            show(json, created, |s: api::StudyView| {
-                println!("study {} created: {}", s.id, s.title);
-                println!("it waits for an operator's review (kura study approve {}); then search with:", s.id);
-                println!("  kura search --study {} <QUERY>", s.id);
-            })
-        }
-        StudyCommand::List { state } => {
-            let query: Vec<(&str, String)> = state.into_iter().map(|s| ("state", s)).collect();
-            let list = client.get_query(&["api", "v1", "research", "studies"], &query).await?;
-            show(json, list, |list: api::StudyList| {
-                let mut table = Table::new(["ID", "STATE", "CREATED", "ETHICS", "CONTACT", "TITLE"]);
-                for s in list.studies {
-                    table.row(vec![s.id, s.state, s.created_at, s.ethics_reference, s.contact, s.title]);
-                }
-                table.print_or("no studies yet; register one with `kura study create`");
-            })
-        }
-        StudyCommand::Approve { id, note } => review(&client, json, &id, api::StudyDecision::Approve, note).await,
-        StudyCommand::Reject { id, note } => review(&client, json, &id, api::StudyDecision::Reject, note).await,
-        StudyCommand::Ledger { org } => {
-            let org = match org {
-                Some(org) => org,
-                None => {
-                    let me: api::AccountView = decode(client.get(&["api", "v1", "me"]).await?)?;
-                    me.org.context("your account acts for no organisation; give --org")?
-                }
-            };
-            let status = client.get(&["api", "v1", "research", "organisations", &org, "disclosure"]).await?;
-            show(json, status, print_disclosure)
-        }
-        StudyCommand::Resume { org } => {
-            let path = ["api", "v1", "research", "organisations", org.as_str(), "resume"];
-            show(json, client.post(&path, &serde_json::json!({})).await?, print_disclosure)
-        }
-        StudyCommand::Close { id } => {
-            let closed =
-                client.post(&["api", "v1", "research", "studies", &id, "close"], &serde_json::json!({})).await?;
-            show(json, closed, |s: api::StudyView| println!("study {} is {}", s.id, s.state))
-        }
-    }
-}
-
-fn print_disclosure(status: api::DisclosureStatus) {
-    println!("organisation        {}", status.organisation);
-    println!("people told about   {}", status.people_told_about);
-    println!("refusals            {} of {} since the last review", status.refusals_since_review, status.refusal_limit);
-    println!("epsilon             {} of {}", status.epsilon_spent, status.epsilon_budget);
-    if status.suspended {
-        println!(
-            "research is SUSPENDED until an operator resumes it (kura study resume --org {})",
-            status.organisation
-        );
-    }
-}
-
-async fn review(
-    client: &Client,
-    json: bool,
-    id: &str,
-    decision: api::StudyDecision,
-    note: Option<String>,
-) -> Result<ExitCode> {
-    let body = api::ReviewStudyRequest { decision, note };
-    let reviewed = client.post(&["api", "v1", "research", "studies", id, "review"], &body).await?;
-    show(json, reviewed, |s: api::StudyView| println!("study {} ({}) is {}", s.id, s.title, s.state))
-}
-
-/// What a search found, for people.
-fn found_summary(response: &api::SearchResponse) -> String {
-    match (response.count, response.fewer_than) {
-        (Some(1), _) => "1 person".to_owned(),
-        (Some(count), _) => format!("{count} people"),
-        (None, Some(k)) => format!("fewer than {k} people (no handles are given then)"),
-        (None, None) => "nothing said".to_owned(),
-    }
-}
-
-pub async fn search(args: SearchArgs) -> Result<ExitCode> {
-    let client = connect(&args.conn, None)?;
-    let query = query_value(&args.query, args.query_json)?;
-    let body = api::SearchRequest { study: args.study, query };
-    let value = client.post(&["api", "v1", "research", "search"], &body).await?;
-    let response: api::SearchResponse = decode(value.clone())?;
-    // With --handles-only or --json, stdout carries only that; notes go to stderr.
-    let quiet = args.handles_only || args.conn.json;
-    if args.handles_only {
-        for handle in &response.handles {
-            println!("{handle}");
-        }
-        if response.handles.is_empty() {
-            eprintln!("no handles: {} match", found_summary(&response));
-        }
-    } else if args.conn.json {
-        output::print_json(&value);
-    } else {
-        println!("query    {}", response.query);
-        println!("found    {}", found_summary(&response));
-        if !response.handles.is_empty() {
-            println!("handles:");
-            for handle in &response.handles {
-                println!("{handle}");
-            }
-        }
-    }
-    if let Some(path) = &args.save {
-        std::fs::write(path, handles_text(&response.handles))
-            .with_context(|| format!("cannot write the handles to {}", path.display()))?;
-        let note = format!("{} handle(s) saved to {}", response.handles.len(), path.display());
-        if quiet {
-            eprintln!("{note}");
-        } else {
-            println!("{note}");
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-// ---------------------------------------------------------------------------------------------
-// Usage requests
-
 fn reward_summary(r: &api::UsageRequestView) -> String {
     match &r.reward {
         Some(w) => {
@@ -417,7 +293,7 @@ fn print_requests_of_study(requests: Vec<api::UsageRequestView>) {
     table.print_or("no requests in this study");
 }
 
-pub async fn request(args: RequestArgs) -> Result<ExitCode> {
+pub async fn run(args: RequestArgs) -> Result<ExitCode> {
     let client = connect(&args.conn, Some(&args.act_as))?;
     let json = args.conn.json;
     match args.command {
@@ -514,34 +390,11 @@ fn send_request(args: RequestSendArgs) -> Result<api::CreateUsageRequests> {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
-
-    fn words(text: &str) -> Vec<String> {
-        text.split(' ').map(str::to_owned).collect()
-    }
-
-    #[test]
-    fn query_words_are_joined_with_single_spaces() {
-        assert_eq!(
-            query_text(&words("snomed:44054006 AND sex:female AND age:40..60")).unwrap(),
-            "snomed:44054006 AND sex:female AND age:40..60"
-        );
-        // The shell may hand over quoted groups with their own spaces; they are kept, trimmed.
-        let typed = vec![" (snomed:1 OR snomed:2) ".to_owned(), "".to_owned(), "AND".to_owned(), "age:40..".to_owned()];
-        assert_eq!(query_text(&typed).unwrap(), "(snomed:1 OR snomed:2) AND age:40..");
-        assert!(query_text(&[]).is_err());
-        assert!(query_text(&["  ".to_owned()]).is_err());
-    }
-
-    #[test]
-    fn the_json_form_wins_and_must_be_an_object() {
-        let json = json_query(r#"{"all": [{"label": "snomed:44054006"}]}"#).unwrap();
-        assert_eq!(query_value(&[], Some(json.clone())).unwrap(), json);
-        assert_eq!(query_value(&words("icd10:E11"), None).unwrap(), Value::String("icd10:E11".into()));
-        assert!(json_query("[1, 2]").is_err());
-        assert!(json_query("\"icd10:E11\"").is_err());
-        assert!(json_query("{not json").unwrap_err().contains("not valid JSON"));
-    }
+    use crate::command::search::handles_text;
+    use crate::{Cli, Command};
 
     #[test]
     fn reward_amount_and_currency_go_together() {
@@ -604,5 +457,43 @@ mod tests {
         std::fs::write(&path, "\n").unwrap();
         assert!(read_handles_file(&path).unwrap_err().to_string().contains("no handles"));
         assert!(read_handles_file(&dir.path().join("missing.txt")).is_err());
+    }
+
+    #[test]
+    fn a_request_is_sent_to_handles_given_one_way() {
+        let base = ["kura", "request", "send", "--study", "S", "--scope", "condition,observation", "--days", "60"];
+        let parse = |extra: &[&str]| Cli::try_parse_from(base.iter().chain(extra.iter()));
+        let cli = parse(&["--handle", "h1", "--handle", "h2,h3", "--reward-amount", "20", "--reward-currency", "EUR"])
+            .unwrap();
+        let Command::Request(RequestArgs { command: RequestCommand::Send(args), .. }) = cli.command else {
+            panic!("not request send");
+        };
+        assert_eq!(args.handles, vec!["h1", "h2", "h3"]);
+        assert_eq!(args.scope, vec![api::Category::Condition, api::Category::Observation]);
+        assert_eq!(args.actions, vec![api::GrantAction::View]);
+        assert_eq!(args.days, 60);
+        assert!(parse(&["--handles-file", "handles.txt"]).is_ok());
+        assert!(parse(&[]).is_err());
+        assert!(parse(&["--handle", "h1", "--handles-file", "handles.txt"]).is_err());
+        assert!(parse(&["--handle", "h1", "--days", "0"]).is_err());
+    }
+
+    #[test]
+    fn an_answer_accepts_or_declines() {
+        let parse = |extra: &[&str]| Cli::try_parse_from(["kura", "request", "answer", "R"].iter().chain(extra.iter()));
+        let cli =
+            parse(&["--accept", "--scope", "condition", "--anonymization", "anonymized", "--days", "30"]).unwrap();
+        let Command::Request(RequestArgs { command: RequestCommand::Answer { accept, scope, days, .. }, .. }) =
+            cli.command
+        else {
+            panic!("not request answer");
+        };
+        assert!(accept);
+        assert_eq!(scope, Some(vec![api::Category::Condition]));
+        assert_eq!(days, Some(30));
+        assert!(parse(&["--decline"]).is_ok());
+        assert!(parse(&[]).is_err());
+        assert!(parse(&["--accept", "--decline"]).is_err());
+        assert!(parse(&["--decline", "--days", "5"]).is_err());
     }
 }

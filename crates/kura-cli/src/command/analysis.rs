@@ -1,17 +1,53 @@
-//! Analyses and statistics from the command line: `kura analysis` for researchers (submit a
-//! spec, show and list results) and `kura stats` for everyone (standing statistics, people like
-//! me, which analyses included you).
+//! `kura analysis`: researchers submit a spec for a study and read its aggregates, with what
+//! disclosure control did.
 
 use std::io::Read;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
 use kura_api_types as api;
 use serde_json::Value;
 
-use crate::commands::{connect, show};
+use super::{Connection, connect, show};
 use crate::output::Table;
-use crate::{AnalysisArgs, AnalysisCommand, StatsArgs, StatsCommand};
+
+#[derive(Debug, Args)]
+pub struct AnalysisArgs {
+    #[command(flatten)]
+    conn: Connection,
+    #[command(subcommand)]
+    command: AnalysisCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum AnalysisCommand {
+    /// Submit an analysis for a study; the answer is aggregates with a disclosure report.
+    #[command(after_help = "Example: kura analysis run --study S --spec hba1c.json\n\n\
+        A spec (docs/analysis.md):\n  \
+        {\"cohort\": \"condition:snomed:44054006\",\n   \
+        \"measures\": [{\"type\": \"distribution\", \"by\": \"age_band\"},\n                \
+        {\"type\": \"summary\", \"code\": \"loinc:4548-4\", \"statistics\": [\"mean\"]}]}\n\n\
+        Only people who opted in to statistics, or whose grants to the study allow statistics, are \
+        counted. Small counts are withheld; a cohort that differs from the study's earlier ones by \
+        fewer than the threshold is refused.")]
+    Run {
+        #[arg(long, value_name = "ID")]
+        study: String,
+        /// The spec as a JSON file, or - for standard input.
+        #[arg(long, value_name = "FILE")]
+        spec: String,
+    },
+    /// Show a stored analysis.
+    #[command(after_help = "Example: kura analysis show 0193...")]
+    Show { id: String },
+    /// The analyses of a study, oldest first.
+    #[command(after_help = "Example: kura analysis list --study S")]
+    List {
+        #[arg(long, value_name = "ID")]
+        study: String,
+    },
+}
 
 /// The spec: a file's JSON, `-` for standard input.
 pub fn read_spec(path: &str) -> Result<Value> {
@@ -27,10 +63,6 @@ pub fn read_spec(path: &str) -> Result<Value> {
         bail!("the spec in {path} must be a JSON object with cohort and measures");
     }
     Ok(spec)
-}
-
-fn count(value: Option<u64>) -> String {
-    value.map_or_else(|| "withheld".to_owned(), |n| n.to_string())
 }
 
 fn number(value: &Value) -> String {
@@ -141,7 +173,7 @@ pub fn render_result(view: &api::AnalysisView) -> String {
     out
 }
 
-pub async fn analysis(args: AnalysisArgs) -> Result<ExitCode> {
+pub async fn run(args: AnalysisArgs) -> Result<ExitCode> {
     let client = connect(&args.conn, None)?;
     let json = args.conn.json;
     match args.command {
@@ -164,76 +196,6 @@ pub async fn analysis(args: AnalysisArgs) -> Result<ExitCode> {
                     table.row(vec![a.id, a.created_at, number(&a.result["cohort"]), epsilon, a.measures]);
                 }
                 table.print_or("no analyses yet; run one with `kura analysis run --study ID --spec FILE`");
-            })
-        }
-    }
-}
-
-fn print_condition(c: &api::ConditionStatistics) {
-    println!("{}: {} patients", c.condition, c.patients);
-    let cells = |cells: &[api::CountCell]| {
-        cells.iter().map(|cell| format!("{} {}", cell.key, count(cell.count))).collect::<Vec<_>>().join(", ")
-    };
-    println!("  by sex  {}", cells(&c.by_sex));
-    println!("  by age  {}", cells(&c.by_age));
-}
-
-pub async fn stats(args: StatsArgs) -> Result<ExitCode> {
-    let client = connect(&args.conn, None)?;
-    let json = args.conn.json;
-    match args.command {
-        StatsCommand::Conditions => {
-            let value = client.get(&["api", "v1", "statistics", "conditions"]).await?;
-            show(json, value, |s: api::StandingStatistics| {
-                if s.conditions.is_empty() {
-                    println!("no condition is held by {} or more contributing patients yet", s.threshold);
-                }
-                for condition in &s.conditions {
-                    print_condition(condition);
-                }
-            })
-        }
-        StatsCommand::Me => {
-            let value = client.get(&["api", "v1", "statistics", "me"]).await?;
-            show(json, value, |me: api::PeopleLikeMe| {
-                if me.conditions.is_empty() {
-                    println!("your records name no diagnosed condition");
-                }
-                for mine in &me.conditions {
-                    match &mine.statistics {
-                        Some(stats) => print_condition(stats),
-                        None => println!(
-                            "{}: fewer than {} contributing patients have it; nothing is shown",
-                            mine.condition, me.threshold
-                        ),
-                    }
-                }
-                if let Some(mine) = me.conditions.first() {
-                    println!(
-                        "you: age band {}, sex {}",
-                        mine.your_age_band.as_deref().unwrap_or("unknown"),
-                        mine.your_sex.as_deref().unwrap_or("unknown")
-                    );
-                }
-            })
-        }
-        StatsCommand::Participation => {
-            let value = client.get(&["api", "v1", "statistics", "participation"]).await?;
-            show(json, value, |p: api::ParticipationView| {
-                let cap = p.privacy_loss_cap.map_or_else(|| "none".to_owned(), |c| c.to_string());
-                println!("privacy loss {} (cap {cap})", p.privacy_loss);
-                let mut table = Table::new(["WHEN", "STUDY", "EPSILON", "MEASURES"]);
-                for a in p.analyses {
-                    let epsilon = a.epsilon.map_or_else(|| "-".to_owned(), |e| e.to_string());
-                    table.row(vec![a.at, a.study_title, epsilon, a.measures]);
-                }
-                table.print_or("no analysis has included your records");
-                println!();
-                let mut table = Table::new(["WHEN", "STUDY", "ORGANISATION"]);
-                for m in p.searches {
-                    table.row(vec![m.at, m.study_title, m.organisation]);
-                }
-                table.print_or("no research search has been told about you");
             })
         }
     }

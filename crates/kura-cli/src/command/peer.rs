@@ -5,12 +5,46 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
+use clap::{Args, Subcommand};
 use kura_api_types as api;
 
-use crate::commands::{connect, done, show};
+use super::{Connection, connect, done, show};
 use crate::output::Table;
 use crate::secrets::Secret;
-use crate::{PeerArgs, PeerCommand};
+
+#[derive(Debug, Args)]
+pub struct PeerArgs {
+    #[command(flatten)]
+    conn: Connection,
+    #[command(subcommand)]
+    command: PeerCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum PeerCommand {
+    /// Register a peer server (operators): its requests are accepted, and owners can move
+    /// records to it.
+    #[command(after_help = "Example: kura peer add east --url https://east.example.org --key KEY\n\n\
+        KEY is the public_key of the peer's GET /api/v1/server; check it with its operator. \
+        The peer's operator registers this server the same way.")]
+    Add {
+        /// A short name: a-z, 0-9 and -.
+        name: String,
+        /// The peer's base URL.
+        #[arg(long)]
+        url: String,
+        /// The peer's Ed25519 public key (base64url).
+        #[arg(long)]
+        key: String,
+    },
+    /// The registered peer servers (operators).
+    List,
+    /// Deregister a peer server (operators); refused while a move with it is unfinished.
+    Remove { name: String },
+    /// A one-time token (valid one hour) to receive a record moved from a peer into your account
+    /// here (patients).
+    Token,
+}
 
 /// A token given on the command line, kept out of `Debug` output.
 pub fn secret_arg(raw: &str) -> Result<Secret, String> {
@@ -18,7 +52,7 @@ pub fn secret_arg(raw: &str) -> Result<Secret, String> {
     if raw.is_empty() { Err("the token is empty".into()) } else { Ok(Secret::new(raw)) }
 }
 
-pub async fn peer(args: PeerArgs) -> Result<ExitCode> {
+pub async fn run(args: PeerArgs) -> Result<ExitCode> {
     let client = connect(&args.conn, None)?;
     let json = args.conn.json;
     match args.command {
@@ -57,5 +91,21 @@ pub async fn peer(args: PeerArgs) -> Result<ExitCode> {
                 println!("  kura records move RECORD --peer NAME --peer-token {}", t.token);
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::{Cli, Command};
+
+    #[test]
+    fn peers_are_added_by_name_and_tokens_need_nothing() {
+        let cli = Cli::try_parse_from(["kura", "peer", "add", "east", "--url", "http://e:1", "--key", "K"]).unwrap();
+        let Command::Peer(args) = cli.command else { panic!("not peer") };
+        assert!(matches!(args.command, PeerCommand::Add { ref name, .. } if name == "east"));
+        assert!(Cli::try_parse_from(["kura", "peer", "token"]).is_ok());
     }
 }

@@ -1,6 +1,5 @@
-//! Sealed copies on the command line: take one out (`kura records sealed-copy`), list them with
-//! their deletion receipts (`kura records sealed-copies`), and open a package (`kura open`),
-//! which fetches the key from the server that sealed it and keeps it in memory only.
+//! `kura open`: opens a sealed copy's package, fetching its key from the server that sealed it
+//! and keeping the key in memory only.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -8,14 +7,27 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use base64::Engine;
+use clap::Args;
 use kura_api_types as api;
 use kura_store::package::{Package, PackageKey};
 use reqwest::Url;
 
-use crate::OpenArgs;
+use super::{Connection, connect};
 use crate::client::{Client, decode};
-use crate::commands::{connect, show};
-use crate::output::{Table, or_dash};
+
+#[derive(Debug, Args)]
+#[command(after_help = "The key is fetched from the server you are connected to (--server, KURA_SERVER or \
+    your session), which must be the one the package names: a package naming another server is \
+    refused and nothing is sent. The key is kept in memory only and never written to disk.")]
+pub struct OpenArgs {
+    #[command(flatten)]
+    conn: Connection,
+    /// The package file (`.kura-sealed`).
+    package: PathBuf,
+    /// Write the opened content here (created readable by you only) [default: stdout, FHIR only].
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+}
 
 /// Opens a sealed copy's package with a key fetched from `client`'s server, which must be the
 /// origin of the package's key URL: a package is a file anyone can craft, and its key URL must
@@ -55,7 +67,7 @@ fn key_url(package: &Package<'_>) -> Result<Url> {
     Ok(url)
 }
 
-pub async fn open(args: OpenArgs) -> Result<ExitCode> {
+pub async fn run(args: OpenArgs) -> Result<ExitCode> {
     let bytes = std::fs::read(&args.package).with_context(|| format!("cannot read {}", args.package.display()))?;
     let package = Package::parse(&bytes)?;
     // The server is the one configured (--server, KURA_SERVER or the session), never the one the
@@ -89,38 +101,6 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options.open(path).with_context(|| format!("cannot write {}", path.display()))?;
     file.write_all(bytes).with_context(|| format!("cannot write {}", path.display()))
-}
-
-/// `kura records sealed-copy ID`: takes the package out and saves it.
-pub async fn take(client: &Client, id: &str, out: Option<PathBuf>, json: bool) -> Result<ExitCode> {
-    let (bytes, _) =
-        client.post_for_bytes(&["api", "v1", "records", id, "sealed-copy"], &serde_json::json!({})).await?;
-    let package = Package::parse(&bytes).context("the server's answer is not a sealed copy")?;
-    let copy = package.field("sealed-copy").context("the package names no sealed copy")?.to_owned();
-    let expires = package.field("expires-at").unwrap_or_default().to_owned();
-    let path = out.unwrap_or_else(|| PathBuf::from(format!("{copy}.kura-sealed")));
-    std::fs::write(&path, &bytes).with_context(|| format!("cannot write {}", path.display()))?;
-    if json {
-        crate::output::print_json(
-            &serde_json::json!({"sealed_copy": copy, "file": path.display().to_string(), "expires_at": expires}),
-        );
-    } else {
-        println!("sealed copy {copy} saved to {}", path.display());
-        println!("it opens with `kura open {}` until {expires}, or until the grant is revoked", path.display());
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// `kura records sealed-copies`: the caller's sealed copies, as owner or as grantee.
-pub async fn list(client: &Client, json: bool) -> Result<ExitCode> {
-    show(json, client.get(&["api", "v1", "sealed-copies"]).await?, |list: api::SealedCopyList| {
-        let mut table = Table::new(["ID", "RECORD", "GRANTEE", "STATE", "UNTIL", "RECEIPT"]);
-        for c in list.sealed_copies {
-            let receipt = c.receipt.as_ref().map(|r| format!("key destroyed {} ({})", r.destroyed_at, r.reason));
-            table.row(vec![c.id, c.record, c.grantee, c.state, c.expires_at, or_dash(receipt.as_deref())]);
-        }
-        table.print_or("no sealed copies");
-    })
 }
 
 #[cfg(test)]

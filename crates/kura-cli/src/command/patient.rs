@@ -12,13 +12,71 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
 use kura_api_types as api;
 use kura_server::archive;
 
-use crate::commands::{connect, show};
+use super::{ActAs, Connection, connect, show};
 use crate::output::{Table, print_json};
 use crate::secrets::{Secret, prompt_password};
-use crate::{ArchiveCommand, PassphraseArgs, PatientArgs, PatientCommand};
+
+#[derive(Debug, Args)]
+#[command(after_help = "The passphrase is read from --passphrase-file (its first line), else from \
+    KURA_ARCHIVE_PASSPHRASE, else asked for on the terminal. It is never stored: without it the \
+    archive cannot be opened. docs/portability-archive.md describes the archive format.")]
+pub struct PatientArgs {
+    #[command(flatten)]
+    conn: Connection,
+    #[command(flatten)]
+    act_as: ActAs,
+    #[command(subcommand)]
+    command: PatientCommand,
+}
+
+#[derive(Debug, Clone, Args)]
+struct PassphraseArgs {
+    /// Read the archive's passphrase from the first line of this file.
+    #[arg(long, value_name = "FILE")]
+    passphrase_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum PatientCommand {
+    /// Export your records (default: all active ones) to an encrypted, signed archive file in DIR.
+    Export {
+        /// The folder to write the archive to (created if missing); an existing file is never overwritten.
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+        /// After the file is written and verified, remove the records from the server: each keeps
+        /// the locator "held by the patient offline since <export time>".
+        #[arg(long = "move")]
+        move_records: bool,
+        /// Only these records (repeat, or separate with commas).
+        #[arg(long = "record", value_name = "ID", value_delimiter = ',')]
+        records: Vec<String>,
+        #[command(flatten)]
+        passphrase: PassphraseArgs,
+    },
+    /// Import an archive into this server: its records become yours, content unchanged.
+    Import {
+        file: PathBuf,
+        #[command(flatten)]
+        passphrase: PassphraseArgs,
+    },
+    /// Archive files, offline.
+    #[command(subcommand)]
+    Archive(ArchiveCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ArchiveCommand {
+    /// Decrypt an archive, check its signature and every hash, and list its records (offline).
+    Verify {
+        file: PathBuf,
+        #[command(flatten)]
+        passphrase: PassphraseArgs,
+    },
+}
 
 /// The environment variable scripts may set instead of a prompt or a file.
 pub const PASSPHRASE_ENV: &str = "KURA_ARCHIVE_PASSPHRASE";
@@ -89,7 +147,7 @@ fn proposed_name(headers: &reqwest::header::HeaderMap) -> String {
         .to_owned()
 }
 
-pub async fn patient(args: PatientArgs) -> Result<ExitCode> {
+pub async fn run(args: PatientArgs) -> Result<ExitCode> {
     match args.command {
         PatientCommand::Export { to, move_records, records, passphrase: source } => {
             let client = connect(&args.conn, Some(&args.act_as))?;
@@ -207,7 +265,10 @@ pub async fn patient(args: PatientArgs) -> Result<ExitCode> {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
+    use crate::{Cli, Command};
 
     #[test]
     fn new_files_never_overwrite_an_archive() {
@@ -245,5 +306,37 @@ mod tests {
         check("attachment; filename=\"kura-export-2026-01-31.kura\"", "kura-export-2026-01-31.kura");
         check("attachment; filename=\"../../etc/passwd\"", "kura-export.kura");
         check("inline", "kura-export.kura");
+    }
+
+    #[test]
+    fn archive_commands_parse() {
+        let cli = Cli::try_parse_from([
+            "kura",
+            "patient",
+            "export",
+            "--to",
+            "/media/usb",
+            "--move",
+            "--record",
+            "r1,r2",
+            "--passphrase-file",
+            "p",
+        ])
+        .unwrap();
+        let Command::Patient(args) = cli.command else { panic!("not patient") };
+        let PatientCommand::Export { to, move_records, records, passphrase } = args.command else {
+            panic!("not export")
+        };
+        assert_eq!(to, PathBuf::from("/media/usb"));
+        assert!(move_records);
+        assert_eq!(records, ["r1", "r2"]);
+        assert_eq!(passphrase.passphrase_file, Some(PathBuf::from("p")));
+        let cli = Cli::try_parse_from(["kura", "patient", "import", "a.kura", "--act-as", "p1"]).unwrap();
+        let Command::Patient(args) = cli.command else { panic!("not patient") };
+        assert!(matches!(args.command, PatientCommand::Import { ref file, .. } if file == &PathBuf::from("a.kura")));
+        assert_eq!(args.act_as.act_as.as_deref(), Some("p1"));
+        let cli = Cli::try_parse_from(["kura", "patient", "archive", "verify", "a.kura"]).unwrap();
+        let Command::Patient(args) = cli.command else { panic!("not patient") };
+        assert!(matches!(args.command, PatientCommand::Archive(ArchiveCommand::Verify { .. })));
     }
 }

@@ -350,7 +350,7 @@ fn content_bytes(record: &api::RecordView) -> Result<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::{Value, json};
+    use serde_json::Value;
 
     use clap::Parser;
 
@@ -395,10 +395,14 @@ mod tests {
 
     #[test]
     fn content_is_written_as_served_or_decoded_bytes() {
-        // FHIR is written as the server's JSON text, not re-serialised (here the compact text
-        // `to_raw_value` makes).
-        let fhir = record_with(Some(json!({"resourceType": "Patient"})), None, None);
-        assert_eq!(content_bytes(&fhir).unwrap(), b"{\"resourceType\":\"Patient\"}");
+        // The FHIR text as the server sent it: spacing and decimals (1.50, 1e2) kept.
+        let served = r#"{"resourceType": "Observation", "valueQuantity": {"value": 1.50}, "x": 1e2}"#;
+        let record: api::RecordView = serde_json::from_str(&format!(
+            r#"{{"id": "r", "owner": "account:a", "institution": "i", "format": "fhir", "state": "active",
+                "parts": [], "labels": [], "created_at": "2026-01-01T00:00:00Z", "provenance": "", "content": {served}}}"#
+        ))
+        .unwrap();
+        assert_eq!(content_bytes(&record).unwrap(), served.as_bytes());
         let pdf = record_with(None, Some("JVBERi0xLjQ="), None);
         assert_eq!(content_bytes(&pdf).unwrap(), b"%PDF-1.4");
         let withheld = record_with(None, None, Some("no image parts in scope"));

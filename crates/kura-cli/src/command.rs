@@ -51,12 +51,29 @@ use crate::output;
 use crate::secrets::{self, Secret};
 use crate::session;
 
-/// Where the server keeps its data.
+/// Where the server keeps its data and where its configuration file is. Every other setting
+/// comes from the file, `KURA_*` environment variables or the command's flags
+/// (`kura_server::settings`, docs/configuration.md).
 #[derive(Debug, Args)]
 pub struct DataDirArg {
-    /// The data directory: SQLite database, blob folder and master key.
-    #[arg(long, env = "KURA_DATA_DIR", default_value = "./kura-data", value_name = "DIR")]
-    data_dir: PathBuf,
+    /// The data directory: SQLite database, blob folder and master key [default: ./kura-data,
+    /// or data_dir in the file, or KURA_DATA_DIR].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// A TOML configuration file (docs/configuration.md lists every setting).
+    #[arg(long, env = "KURA_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+impl DataDirArg {
+    /// The configuration from the file, the environment and `flags` (by setting name), in that
+    /// order of precedence, lowest first; `--data-dir` is one of the flags.
+    pub fn load(&self, mut flags: Vec<(&'static str, String)>) -> anyhow::Result<kura_server::Config> {
+        if let Some(dir) = &self.data_dir {
+            flags.insert(0, ("data_dir", dir.display().to_string()));
+        }
+        crate::local::config(self.config.clone(), flags)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,55 +1,21 @@
 //! What the commands that run Kura in this process rather than talk to it (`serve`, `operator
-//! bootstrap`, `demo`) share: the configuration from the command line and the environment,
+//! bootstrap`, `demo`) share: the configuration (file, environment, flags),
 //! opening the store, and logging.
 
-use std::net::SocketAddr;
 use std::path::Path;
 
 use anyhow::{Result, anyhow};
 use kura_server::{App, Clock, Config};
 
-/// The embedded configuration under `data_dir`, with what the command line and the environment
-/// change. The master key comes from `KURA_MASTER_KEY` when it is set.
-pub fn config(
-    data_dir: &Path,
-    listen: Option<SocketAddr>,
-    database_url: Option<String>,
-    public_url: Option<String>,
-) -> Result<Config> {
-    let mut config = Config::embedded(data_dir);
-    if let Some(listen) = listen {
-        config.listen = listen;
-        config.public_url = format!("http://{listen}");
-    }
-    if let Some(url) = database_url.filter(|u| !u.trim().is_empty()) {
-        config.database_url = url;
-    }
-    if let Some(url) = public_url.filter(|u| !u.trim().is_empty()) {
-        config.public_url = url.trim_end_matches('/').to_owned();
-    }
-    if let Some(name) = std::env::var("KURA_SERVER_NAME").ok().filter(|n| !n.trim().is_empty()) {
-        config.server_name = name.trim().to_owned();
-    }
-    if let Some(key) = std::env::var("KURA_MASTER_KEY").ok().filter(|k| !k.trim().is_empty()) {
-        config.master_key_hex = Some(key.trim().to_owned());
-    }
-    if let Some(k) =
-        std::env::var("KURA_DISCLOSURE_K").ok().and_then(|k| k.trim().parse::<u64>().ok()).filter(|k| *k >= 1)
-    {
-        config.disclosure_k = k;
-    }
-    if let Some(secs) = std::env::var("KURA_PROVIDER_SYNC_INTERVAL_SECS")
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .filter(|s| *s >= 1)
-    {
-        config.provider_sync_interval_secs = secs;
-    }
-    if let Ok(networks) = std::env::var("KURA_OUTBOUND_ALLOWED_NETWORKS") {
-        config.outbound_allowed_networks = kura_server::outbound::parse_networks(&networks)
-            .map_err(|e| anyhow!("KURA_OUTBOUND_ALLOWED_NETWORKS: {e}"))?;
-    }
-    Ok(config)
+/// The default data directory when neither a flag, the environment nor the file names one.
+pub const DEFAULT_DATA_DIR: &str = "./kura-data";
+
+/// The configuration: the embedded defaults under the data directory, then the file, the
+/// `KURA_*` environment and the flags (by setting name). A malformed value is an error naming
+/// the setting.
+pub fn config(file: Option<std::path::PathBuf>, flags: Vec<(&'static str, String)>) -> Result<Config> {
+    let layers = kura_server::settings::Layers::from_process(file, flags);
+    Ok(kura_server::settings::load(Path::new(DEFAULT_DATA_DIR), &layers)?)
 }
 
 /// The database for people: the SQLite path, or the PostgreSQL host without credentials.

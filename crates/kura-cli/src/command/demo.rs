@@ -35,9 +35,9 @@ use crate::secrets::{self, Secret};
 pub struct DemoArgs {
     #[command(flatten)]
     data: DataDirArg,
-    /// The address to serve on after seeding.
-    #[arg(long, env = "KURA_LISTEN", default_value = "127.0.0.1:8080", value_name = "ADDR")]
-    listen: SocketAddr,
+    /// The address to serve on after seeding [default: 127.0.0.1:8080, or KURA_LISTEN].
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
     /// Seed only; do not serve afterwards (serve later with `kura serve --data-dir DIR`).
     #[arg(long)]
     seed_only: bool,
@@ -124,12 +124,16 @@ struct Seeded {
 }
 
 pub async fn run(args: DemoArgs) -> Result<ExitCode> {
-    let data_dir = args.data.data_dir.clone();
+    let flags: Vec<(&'static str, String)> = args.listen.map(|a| ("listen", a.to_string())).into_iter().collect();
+    let mut config = args.data.load(flags)?;
+    // The demo always runs on the embedded database of its data directory, which --reset clears.
+    config.database_url = kura_server::Config::embedded(&config.data_dir).database_url;
+    let listen = config.listen;
+    let data_dir = config.data_dir.clone();
     prepare_data_dir(&data_dir, args.reset)?;
     let fixtures = Fixtures::find(&args.fixtures)?;
     init_logging();
 
-    let config = local::config(&data_dir, Some(args.listen), None, None)?;
     let app = local::open(config).await?;
     let data_dir = std::fs::canonicalize(&data_dir).unwrap_or(data_dir);
 
@@ -141,12 +145,12 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
 
     // Seeding talks HTTP to this very process: on the address to serve on, or on a free
     // loopback port when only seeding.
-    let bind_to = if args.seed_only { "127.0.0.1:0".parse()? } else { args.listen };
+    let bind_to = if args.seed_only { "127.0.0.1:0".parse()? } else { listen };
     let listener =
         tokio::net::TcpListener::bind(bind_to).await.with_context(|| format!("cannot listen on {bind_to}"))?;
     let bound = listener.local_addr()?;
     let seeding_url = format!("http://{}", loopback_for(bound));
-    let url = if args.seed_only { format!("http://{}", args.listen) } else { format!("http://{bound}") };
+    let url = if args.seed_only { format!("http://{}", listen) } else { format!("http://{bound}") };
     let server = tokio::spawn(kura_server::serve_on(app.clone(), listener));
 
     let progress = if args.json { ProgressBar::hidden() } else { ProgressBar::new(0) };
@@ -195,11 +199,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         app.store().close().await;
         if !args.json {
             println!();
-            println!(
-                "seeded only; serve it with: kura serve --data-dir {} --listen {}",
-                data_dir.display(),
-                args.listen
-            );
+            println!("seeded only; serve it with: kura serve --data-dir {} --listen {}", data_dir.display(), listen);
         }
         return Ok(ExitCode::SUCCESS);
     }

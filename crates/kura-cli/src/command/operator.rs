@@ -6,7 +6,7 @@ use anyhow::{Result, anyhow};
 use clap::{Args, Subcommand};
 
 use super::DataDirArg;
-use crate::local::{config, open};
+use crate::local::open;
 use crate::secrets::{self, Secret};
 
 #[derive(Debug, Subcommand)]
@@ -26,8 +26,9 @@ pub struct BootstrapArgs {
     password_stdin: bool,
     #[command(flatten)]
     data: DataDirArg,
-    /// `sqlite:PATH` or `postgres://...` (default: SQLite at DIR/kura.db).
-    #[arg(long, env = "KURA_DATABASE_URL", hide_env_values = true, value_name = "URL")]
+    /// `sqlite:PATH` or `postgres://...` [default: KURA_DATABASE_URL, the file's, or SQLite at
+    /// DIR/kura.db].
+    #[arg(long, value_name = "URL")]
     database_url: Option<String>,
 }
 
@@ -44,7 +45,7 @@ async fn bootstrap(args: BootstrapArgs) -> Result<ExitCode> {
     } else {
         (secrets::generate_password()?, true)
     };
-    let app = open(config(&args.data.data_dir, None, args.database_url, None)?).await?;
+    let app = open(args.data.load(args.database_url.map(|u| ("database_url", u)).into_iter().collect())?).await?;
     let created = app.create_operator(&args.username, password.expose()).await;
     app.store().close().await;
     let account_id = created.map_err(|e| anyhow!("cannot create the operator: {e}"))?;

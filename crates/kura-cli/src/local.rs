@@ -58,12 +58,16 @@ mod tests {
 
     #[test]
     fn the_listen_address_sets_the_public_url_unless_given() {
-        let dir = Path::new("/tmp/kura-config-test");
-        let config = config(dir, Some("127.0.0.1:9999".parse().unwrap()), None, None).unwrap();
+        let dir = "/tmp/kura-config-test".to_owned();
+        let config = config(None, vec![("data_dir", dir.clone()), ("listen", "127.0.0.1:9999".into())]).unwrap();
         assert_eq!(config.public_url, "http://127.0.0.1:9999");
         assert_eq!(config.database_url, "sqlite:/tmp/kura-config-test/kura.db");
-        let config =
-            super::config(dir, None, Some("postgres://h/db".into()), Some("https://kura.example/".into())).unwrap();
+        let flags = vec![
+            ("data_dir", dir),
+            ("database_url", "postgres://h/db".into()),
+            ("public_url", "https://kura.example/".into()),
+        ];
+        let config = super::config(None, flags).unwrap();
         assert_eq!(config.public_url, "https://kura.example");
         assert_eq!(config.database_url, "postgres://h/db");
     }

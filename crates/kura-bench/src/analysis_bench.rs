@@ -16,10 +16,28 @@ use kura_stats::result::MeasureResult;
 use kura_stats::{Computation, Context, KeyCache, Noise, Partition, Release, Shard, compute, control, parse_spec};
 use serde_json::json;
 
-use crate::figures::{Arguments, days_32, grouped, mebibytes, percentile, process_memory};
+use crate::figures::{count, days_32, grouped, mebibytes, number, percentile, process_memory};
 use crate::population::{OBSERVATIONS, SplitMix64, Vocabulary, build_population};
 
-pub const USAGE: &str = "usage: kura-bench analysis [--patients N] [--runs R] [--seed S] [--json] [--smoke]";
+/// `kura-bench analysis`: the analysis engine over the same population.
+#[derive(Debug, Default, clap::Args)]
+pub struct AnalysisArgs {
+    /// People in the population [default: 1,000,000; with --smoke 10,000].
+    #[arg(long, value_name = "N", value_parser = count)]
+    pub patients: Option<usize>,
+    /// Timed runs of each analysis [default: 30; with --smoke 5].
+    #[arg(long, value_name = "R", value_parser = count)]
+    pub runs: Option<usize>,
+    /// The population's seed [default: 42].
+    #[arg(long, value_name = "S", value_parser = number)]
+    pub seed: Option<u64>,
+    /// Print only the JSON figures.
+    #[arg(long)]
+    pub json: bool,
+    /// A tiny run that only checks that the harness works (CI).
+    #[arg(long)]
+    pub smoke: bool,
+}
 
 /// The observation code summarised, and its histogram's bin edges (bins `<5`, `[5,6)`, ...,
 /// `>=11`, in %).
@@ -47,22 +65,13 @@ pub struct AnalysisOptions {
 }
 
 impl AnalysisOptions {
-    pub fn parse(arguments: &[String]) -> anyhow::Result<Self> {
-        let mut options = Self { patients: 1_000_000, runs: 30, seed: 42, json: false };
-        let mut arguments = Arguments::new(arguments, USAGE);
-        while let Some(flag) = arguments.next_flag() {
-            match flag {
-                "--patients" => options.patients = arguments.count(flag)?,
-                "--runs" => options.runs = arguments.count(flag)?,
-                "--seed" => options.seed = arguments.number(flag)?,
-                "--json" => options.json = true,
-                "--smoke" => {
-                    options.patients = 10_000;
-                    options.runs = 5;
-                }
-                other => return Err(arguments.unknown(other)),
-            }
-        }
+    pub fn from_args(args: &AnalysisArgs) -> anyhow::Result<Self> {
+        let options = Self {
+            patients: args.patients.unwrap_or(if args.smoke { 10_000 } else { 1_000_000 }),
+            runs: args.runs.unwrap_or(if args.smoke { 5 } else { 30 }),
+            seed: args.seed.unwrap_or(42),
+            json: args.json,
+        };
         if options.patients == 0 || options.runs == 0 {
             bail!("--patients and --runs must be at least 1");
         }
@@ -506,18 +515,21 @@ mod tests {
     #[test]
     fn options() {
         let check = |arguments: &[&str], expected: Result<(usize, usize, u64, bool), &str>| {
-            let arguments: Vec<String> = arguments.iter().map(|argument| (*argument).to_owned()).collect();
-            let got = AnalysisOptions::parse(&arguments)
-                .map(|options| (options.patients, options.runs, options.seed, options.json))
-                .map_err(|error| error.to_string());
-            assert_eq!(got, expected.map_err(str::to_owned), "{arguments:?}");
+            let got = crate::figures::parse_flags::<AnalysisArgs>(arguments)
+                .and_then(|args| AnalysisOptions::from_args(&args).map_err(|error| error.to_string()))
+                .map(|options| (options.patients, options.runs, options.seed, options.json));
+            match (got, expected) {
+                (Ok(got), Ok(expected)) => assert_eq!(got, expected, "{arguments:?}"),
+                (Err(got), Err(expected)) => assert!(got.contains(expected), "{arguments:?}: {got}"),
+                (got, expected) => panic!("{arguments:?}: {got:?}, expected {expected:?}"),
+            }
         };
         check(&[], Ok((1_000_000, 30, 42, false)));
         check(&["--smoke"], Ok((10_000, 5, 42, false)));
         check(&["--patients", "2_000", "--runs", "3", "--seed", "7", "--json"], Ok((2_000, 3, 7, true)));
-        check(&["--runs"], Err(&format!("--runs needs a number\n{USAGE}")));
+        check(&["--runs"], Err("a value is required for '--runs <R>'"));
         check(&["--runs", "0"], Err("--patients and --runs must be at least 1"));
-        check(&["--queries", "5"], Err(&format!("unknown argument \"--queries\"\n{USAGE}")));
+        check(&["--queries", "5"], Err("unexpected argument '--queries'"));
     }
 
     #[test]

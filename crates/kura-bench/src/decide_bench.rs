@@ -27,9 +27,21 @@ use kura_core::record::{CategorySet, PartCategory, RecordState};
 use kura_core::time::{Period, Timestamp};
 use serde_json::json;
 
-use crate::figures::{Arguments, grouped, percentile};
+use crate::figures::{count, grouped, percentile};
 
-pub const USAGE: &str = "usage: kura-bench decide [--samples N] [--json] [--smoke]";
+/// `kura-bench decide`: the policy check, `kura_core::policy::decide()`.
+#[derive(Debug, Default, clap::Args)]
+pub struct DecideArgs {
+    /// Timed batches of 1,000 calls [default: 2,000; with --smoke 50].
+    #[arg(long, value_name = "N", value_parser = count)]
+    pub samples: Option<usize>,
+    /// Print only the JSON figures.
+    #[arg(long)]
+    pub json: bool,
+    /// A tiny run that only checks that the harness works (CI).
+    #[arg(long)]
+    pub smoke: bool,
+}
 
 /// Calls per timed batch.
 const BATCH: usize = 1_000;
@@ -42,17 +54,8 @@ pub struct DecideOptions {
 }
 
 impl DecideOptions {
-    pub fn parse(arguments: &[String]) -> anyhow::Result<Self> {
-        let mut options = Self { samples: 2_000, json: false };
-        let mut arguments = Arguments::new(arguments, USAGE);
-        while let Some(flag) = arguments.next_flag() {
-            match flag {
-                "--samples" => options.samples = arguments.count(flag)?,
-                "--json" => options.json = true,
-                "--smoke" => options.samples = 50,
-                other => return Err(arguments.unknown(other)),
-            }
-        }
+    pub fn from_args(args: &DecideArgs) -> anyhow::Result<Self> {
+        let options = Self { samples: args.samples.unwrap_or(if args.smoke { 50 } else { 2_000 }), json: args.json };
         if options.samples == 0 {
             bail!("--samples must be at least 1");
         }

@@ -62,41 +62,24 @@ pub fn grouped(number: u64) -> String {
     out
 }
 
-/// One subcommand's flags, read in order. Errors name the flag; a missing value or an unknown
-/// flag ends with the subcommand's usage line.
-pub struct Arguments<'a> {
-    rest: std::slice::Iter<'a, String>,
-    usage: &'static str,
+/// A whole number given to an option (`1_000_000` is allowed).
+pub fn number(text: &str) -> Result<u64, String> {
+    text.replace('_', "").parse().map_err(|_| format!("{text:?} is not a number"))
 }
 
-impl<'a> Arguments<'a> {
-    pub fn new(arguments: &'a [String], usage: &'static str) -> Self {
-        Self { rest: arguments.iter(), usage }
-    }
+/// [`number`] as a count.
+pub fn count(text: &str) -> Result<usize, String> {
+    usize::try_from(number(text)?).map_err(|e| e.to_string())
+}
 
-    pub fn next_flag(&mut self) -> Option<&'a str> {
-        self.rest.next().map(String::as_str)
-    }
-
-    /// The text after `flag`.
-    pub fn value(&mut self, flag: &str) -> anyhow::Result<&'a str> {
-        self.rest.next().map(String::as_str).ok_or_else(|| anyhow::anyhow!("{flag} needs a value\n{}", self.usage))
-    }
-
-    /// The whole number after `flag` (`1_000_000` is allowed).
-    pub fn number(&mut self, flag: &str) -> anyhow::Result<u64> {
-        let text = self.rest.next().ok_or_else(|| anyhow::anyhow!("{flag} needs a number\n{}", self.usage))?;
-        text.replace('_', "").parse().map_err(|_| anyhow::anyhow!("{flag} {text:?} is not a number"))
-    }
-
-    /// [`Arguments::number`] as a count.
-    pub fn count(&mut self, flag: &str) -> anyhow::Result<usize> {
-        Ok(usize::try_from(self.number(flag)?)?)
-    }
-
-    pub fn unknown(&self, flag: &str) -> anyhow::Error {
-        anyhow::anyhow!("unknown argument {flag:?}\n{}", self.usage)
-    }
+/// Parses `flags` as one subcommand's options, for tests: the options' parse error as text.
+#[cfg(test)]
+pub fn parse_flags<A: clap::Args>(flags: &[&str]) -> Result<A, String> {
+    let command = A::augment_args(clap::Command::new("kura-bench"));
+    let matches = command
+        .try_get_matches_from(std::iter::once("kura-bench").chain(flags.iter().copied()))
+        .map_err(|e| e.to_string())?;
+    A::from_arg_matches(&matches).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

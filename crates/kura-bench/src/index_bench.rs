@@ -7,10 +7,28 @@ use anyhow::{Context, bail};
 use kura_core::labels::Label;
 use kura_index::{LabelIndex, parse_text};
 
-use crate::figures::{Arguments, days_32, grouped, mebibytes, percentile, process_memory};
+use crate::figures::{count, days_32, grouped, mebibytes, number, percentile, process_memory};
 use crate::population::{SplitMix64, Vocabulary, build_population};
 
-pub const USAGE: &str = "usage: kura-bench index [--patients N] [--queries Q] [--seed S] [--json] [--smoke]";
+/// `kura-bench index`: five-criteria cohort searches on a label index.
+#[derive(Debug, Default, clap::Args)]
+pub struct IndexArgs {
+    /// People in the population [default: 1,000,000; with --smoke 10,000].
+    #[arg(long, value_name = "N", value_parser = count)]
+    pub patients: Option<usize>,
+    /// Searches timed [default: 200; with --smoke 20].
+    #[arg(long, value_name = "Q", value_parser = count)]
+    pub queries: Option<usize>,
+    /// The population's seed [default: 42].
+    #[arg(long, value_name = "S", value_parser = number)]
+    pub seed: Option<u64>,
+    /// Print only the JSON figures.
+    #[arg(long)]
+    pub json: bool,
+    /// A tiny run that only checks that the harness works (CI).
+    #[arg(long)]
+    pub smoke: bool,
+}
 
 #[derive(Debug)]
 pub struct IndexOptions {
@@ -21,22 +39,13 @@ pub struct IndexOptions {
 }
 
 impl IndexOptions {
-    pub fn parse(arguments: &[String]) -> anyhow::Result<Self> {
-        let mut options = Self { patients: 1_000_000, queries: 200, seed: 42, json: false };
-        let mut arguments = Arguments::new(arguments, USAGE);
-        while let Some(flag) = arguments.next_flag() {
-            match flag {
-                "--patients" => options.patients = arguments.count(flag)?,
-                "--queries" => options.queries = arguments.count(flag)?,
-                "--seed" => options.seed = arguments.number(flag)?,
-                "--json" => options.json = true,
-                "--smoke" => {
-                    options.patients = 10_000;
-                    options.queries = 20;
-                }
-                other => return Err(arguments.unknown(other)),
-            }
-        }
+    pub fn from_args(args: &IndexArgs) -> anyhow::Result<Self> {
+        let options = Self {
+            patients: args.patients.unwrap_or(if args.smoke { 10_000 } else { 1_000_000 }),
+            queries: args.queries.unwrap_or(if args.smoke { 20 } else { 200 }),
+            seed: args.seed.unwrap_or(42),
+            json: args.json,
+        };
         if options.patients == 0 || options.queries == 0 {
             bail!("--patients and --queries must be at least 1");
         }
@@ -242,19 +251,24 @@ mod tests {
     #[test]
     fn options() {
         let check = |arguments: &[&str], expected: Result<(usize, usize, u64, bool), &str>| {
-            let arguments: Vec<String> = arguments.iter().map(|argument| (*argument).to_owned()).collect();
-            let got = IndexOptions::parse(&arguments)
-                .map(|options| (options.patients, options.queries, options.seed, options.json))
-                .map_err(|error| error.to_string());
-            assert_eq!(got, expected.map_err(str::to_owned), "{arguments:?}");
+            let got = crate::figures::parse_flags::<IndexArgs>(arguments)
+                .and_then(|args| IndexOptions::from_args(&args).map_err(|error| error.to_string()))
+                .map(|options| (options.patients, options.queries, options.seed, options.json));
+            match (got, expected) {
+                (Ok(got), Ok(expected)) => assert_eq!(got, expected, "{arguments:?}"),
+                (Err(got), Err(expected)) => assert!(got.contains(expected), "{arguments:?}: {got}"),
+                (got, expected) => panic!("{arguments:?}: {got:?}, expected {expected:?}"),
+            }
         };
         check(&[], Ok((1_000_000, 200, 42, false)));
         check(&["--smoke"], Ok((10_000, 20, 42, false)));
         check(&["--patients", "1_000", "--queries", "5", "--seed", "7", "--json"], Ok((1_000, 5, 7, true)));
-        check(&["--patients"], Err(&format!("--patients needs a number\n{USAGE}")));
-        check(&["--patients", "x"], Err("--patients \"x\" is not a number"));
+        // An option given wins over --smoke's size, wherever it stands.
+        check(&["--patients", "300", "--smoke"], Ok((300, 20, 42, false)));
+        check(&["--patients"], Err("a value is required for '--patients <N>'"));
+        check(&["--patients", "x"], Err("\"x\" is not a number"));
         check(&["--queries", "0"], Err("--patients and --queries must be at least 1"));
-        check(&["--fast"], Err(&format!("unknown argument \"--fast\"\n{USAGE}")));
+        check(&["--fast"], Err("unexpected argument '--fast'"));
     }
 
     #[test]

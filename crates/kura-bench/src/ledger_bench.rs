@@ -17,9 +17,24 @@ use anyhow::{Context as _, bail};
 use kura_stats::{MemberKeys, Partition};
 use serde_json::json;
 
-use crate::figures::{Arguments, grouped};
+use crate::figures::{count, grouped};
 
-pub const USAGE: &str = "usage: kura-bench ledger [--people N] [--runs R] [--json] [--smoke]";
+/// `kura-bench ledger`: a research organisation's disclosure ledger over many people.
+#[derive(Debug, Default, clap::Args)]
+pub struct LedgerArgs {
+    /// People in the ledger [default: 1,000,000; with --smoke 20,000].
+    #[arg(long, value_name = "N", value_parser = count)]
+    pub people: Option<usize>,
+    /// Runs of each timing, of which the median is reported [default: 5; with --smoke 1].
+    #[arg(long, value_name = "R", value_parser = count)]
+    pub runs: Option<usize>,
+    /// Print only the JSON figures.
+    #[arg(long)]
+    pub json: bool,
+    /// A tiny run that only checks that the harness works (CI).
+    #[arg(long)]
+    pub smoke: bool,
+}
 
 /// Sets that each halve every atom of the ledger, after the first search of everyone.
 const HALVINGS: u32 = 4;
@@ -36,18 +51,12 @@ pub struct LedgerOptions {
 }
 
 impl LedgerOptions {
-    pub fn parse(arguments: &[String]) -> anyhow::Result<Self> {
-        let mut options = Self { people: 1_000_000, runs: 5, json: false };
-        let mut arguments = Arguments::new(arguments, USAGE);
-        while let Some(flag) = arguments.next_flag() {
-            match flag {
-                "--people" => options.people = arguments.count(flag)?,
-                "--runs" => options.runs = arguments.count(flag)?,
-                "--json" => options.json = true,
-                "--smoke" => options = Self { people: 20_000, runs: 1, ..options },
-                other => return Err(arguments.unknown(other)),
-            }
-        }
+    pub fn from_args(args: &LedgerArgs) -> anyhow::Result<Self> {
+        let options = Self {
+            people: args.people.unwrap_or(if args.smoke { 20_000 } else { 1_000_000 }),
+            runs: args.runs.unwrap_or(if args.smoke { 1 } else { 5 }),
+            json: args.json,
+        };
         if options.runs == 0 {
             bail!("--runs must be at least 1");
         }

@@ -21,9 +21,18 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::figures::{Arguments, durable_sqlite, percentile};
+use crate::figures::{durable_sqlite, percentile};
 
-pub const USAGE: &str = "usage: kura-bench machine [--json] [--smoke]";
+/// `kura-bench machine`: yardsticks of the machine.
+#[derive(Debug, Default, clap::Args)]
+pub struct MachineArgs {
+    /// Print only the JSON figures.
+    #[arg(long)]
+    pub json: bool,
+    /// A tiny run that only checks that the harness works (CI).
+    #[arg(long)]
+    pub smoke: bool,
+}
 
 #[derive(Debug)]
 pub struct MachineOptions {
@@ -36,20 +45,12 @@ pub struct MachineOptions {
 }
 
 impl MachineOptions {
-    pub fn parse(arguments: &[String]) -> anyhow::Result<Self> {
-        let mut options =
-            Self { hashes: 20_000_000, chase_len: 32 << 20, chase_reads: 2_000_000, commits: 400, json: false };
-        let mut arguments = Arguments::new(arguments, USAGE);
-        while let Some(flag) = arguments.next_flag() {
-            match flag {
-                "--json" => options.json = true,
-                "--smoke" => {
-                    options = Self { hashes: 100_000, chase_len: 1 << 16, chase_reads: 10_000, commits: 20, ..options }
-                }
-                other => return Err(arguments.unknown(other)),
-            }
+    pub fn from_args(args: &MachineArgs) -> Self {
+        if args.smoke {
+            Self { hashes: 100_000, chase_len: 1 << 16, chase_reads: 10_000, commits: 20, json: args.json }
+        } else {
+            Self { hashes: 20_000_000, chase_len: 32 << 20, chase_reads: 2_000_000, commits: 400, json: args.json }
         }
-        Ok(options)
     }
 }
 

@@ -43,31 +43,54 @@ mod peers;
 mod population;
 mod server_bench;
 
-use anyhow::bail;
+use clap::{Parser, Subcommand};
 
-use crate::analysis_bench::{AnalysisOptions, run_analysis_benchmark};
-use crate::decide_bench::{DecideOptions, run_decide_benchmark};
-use crate::index_bench::{IndexOptions, run_index_benchmark};
-use crate::ledger_bench::{LedgerOptions, run_ledger_benchmark};
-use crate::machine_bench::{MachineOptions, run_machine_benchmark};
-use crate::peers::{PeersOptions, run_peers_benchmark};
-use crate::server_bench::{IngestOptions, ReadsOptions, run_ingest_benchmark, run_reads_benchmark};
+use crate::analysis_bench::{AnalysisArgs, AnalysisOptions, run_analysis_benchmark};
+use crate::decide_bench::{DecideArgs, DecideOptions, run_decide_benchmark};
+use crate::index_bench::{IndexArgs, IndexOptions, run_index_benchmark};
+use crate::ledger_bench::{LedgerArgs, LedgerOptions, run_ledger_benchmark};
+use crate::machine_bench::{MachineArgs, MachineOptions, run_machine_benchmark};
+use crate::peers::{PeersArgs, PeersOptions, run_peers_benchmark};
+use crate::server_bench::{
+    IngestArgs, IngestOptions, ReadsArgs, ReadsOptions, run_ingest_benchmark, run_reads_benchmark,
+};
 
-const ALL_USAGE: &str = "usage: kura-bench all [--smoke]";
+/// Benchmarks for Kura: a seeded synthetic population, an in-process server on loopback, and
+/// the peers (PostgreSQL, DuckDB) in the same run.
+#[derive(Debug, Parser)]
+#[command(name = "kura-bench", max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    benchmark: Benchmark,
+}
 
-fn usage() -> String {
-    [
-        index_bench::USAGE,
-        analysis_bench::USAGE,
-        ledger_bench::USAGE,
-        decide_bench::USAGE,
-        server_bench::INGEST_USAGE,
-        server_bench::READS_USAGE,
-        peers::USAGE,
-        machine_bench::USAGE,
-        ALL_USAGE,
-    ]
-    .join("\n")
+#[derive(Debug, Subcommand)]
+enum Benchmark {
+    /// Five-criteria cohort searches on a label index over a seeded synthetic population.
+    Index(IndexArgs),
+    /// The analysis engine (kura-stats): a histogram and mean of HbA1c, compute and control apart.
+    Analysis(AnalysisArgs),
+    /// A research organisation's disclosure ledger: its size and the time of one release.
+    Ledger(LedgerArgs),
+    /// The policy check, kura_core::policy::decide().
+    Decide(DecideArgs),
+    /// Uploads over HTTP to an in-process server, against a plain SQLite insert of the same bytes.
+    Ingest(IngestArgs),
+    /// Consented reads by a grantee institution over HTTP, at 1 and 32 clients.
+    Reads(ReadsArgs),
+    /// The index searches on PostgreSQL and the analysis aggregate on DuckDB, next to Kura.
+    Peers(PeersArgs),
+    /// Yardsticks of the machine: CPU, memory, a durable commit.
+    Machine(MachineArgs),
+    /// Every benchmark in turn (reads twice, machine last), then one summary table and JSON document.
+    All(AllArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct AllArgs {
+    /// Every benchmark at a tiny size, only to check that the harness works (CI).
+    #[arg(long)]
+    smoke: bool,
 }
 
 /// Prints a report: the table for people unless `--json`, then the figures on one JSON line.
@@ -80,13 +103,7 @@ fn print_report(json_only: bool, markdown: &str, figures: &serde_json::Value) ->
 }
 
 /// `all`: every benchmark in turn, then one summary table and one JSON document.
-fn run_all(arguments: &[String]) -> anyhow::Result<()> {
-    let smoke = match arguments {
-        [] => false,
-        [flag] if flag == "--smoke" => true,
-        _ => bail!("{ALL_USAGE}"),
-    };
-    let flags: Vec<String> = if smoke { vec!["--smoke".to_owned()] } else { vec![] };
+fn run_all(smoke: bool) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let ticks = machine_bench::cpu_ticks();
     let mut sections: Vec<(&str, String, serde_json::Value)> = Vec::new();
@@ -99,43 +116,44 @@ fn run_all(arguments: &[String]) -> anyhow::Result<()> {
         anyhow::Ok(())
     };
     timed("index", &mut || {
-        let report = run_index_benchmark(&IndexOptions::parse(&flags)?)?;
+        let report = run_index_benchmark(&IndexOptions::from_args(&IndexArgs { smoke, ..Default::default() })?)?;
         Ok((report.to_markdown(), report.to_json()))
     })?;
     timed("analysis", &mut || {
-        let report = run_analysis_benchmark(&AnalysisOptions::parse(&flags)?)?;
+        let report =
+            run_analysis_benchmark(&AnalysisOptions::from_args(&AnalysisArgs { smoke, ..Default::default() })?)?;
         Ok((report.to_markdown(), report.to_json()))
     })?;
     timed("ledger", &mut || {
-        let report = run_ledger_benchmark(&LedgerOptions::parse(&flags)?)?;
+        let report = run_ledger_benchmark(&LedgerOptions::from_args(&LedgerArgs { smoke, ..Default::default() })?)?;
         Ok((report.to_markdown(), report.to_json()))
     })?;
     timed("decide", &mut || {
-        let report = run_decide_benchmark(&DecideOptions::parse(&flags)?)?;
+        let report = run_decide_benchmark(&DecideOptions::from_args(&DecideArgs { smoke, ..Default::default() })?)?;
         Ok((report.to_markdown(), report.to_json()))
     })?;
     timed("ingest", &mut || {
-        let report = run_ingest_benchmark(&IngestOptions::parse(&flags)?)?;
+        let report = run_ingest_benchmark(&IngestOptions::from_args(&IngestArgs { smoke, ..Default::default() })?)?;
         Ok((report.to_markdown(), report.to_json()))
     })?;
     timed("reads", &mut || {
-        let report = run_reads_benchmark(&ReadsOptions::parse(&flags)?)?;
+        let report = run_reads_benchmark(&ReadsOptions::from_args(&ReadsArgs { smoke, ..Default::default() })?)?;
         Ok((report.to_markdown(), report.to_json()))
     })?;
     // The same reads of small records (a single-encounter upload, 1 to 3 resources): what a read
     // costs apart from moving a large bundle's bytes.
     timed("reads-small", &mut || {
-        let small: Vec<String> = flags.iter().cloned().chain(["--resources".to_owned(), "1-3".to_owned()]).collect();
-        let report = run_reads_benchmark(&ReadsOptions::parse(&small)?)?;
+        let small = ReadsArgs { smoke, resources: Some((1, 3)), ..Default::default() };
+        let report = run_reads_benchmark(&ReadsOptions::from_args(&small)?)?;
         Ok((report.to_markdown(), report.to_json()))
     })?;
     timed("peers", &mut || {
-        let report = run_peers_benchmark(&PeersOptions::parse(&flags)?)?;
+        let report = run_peers_benchmark(&PeersOptions::from_args(&PeersArgs { smoke, ..Default::default() })?)?;
         Ok((report.to_markdown(), report.to_json()))
     })?;
     // Last: its 256 MiB array would otherwise raise the peak memory the index section reports.
     timed("machine", &mut || {
-        let report = run_machine_benchmark(&MachineOptions::parse(&flags)?)?;
+        let report = run_machine_benchmark(&MachineOptions::from_args(&MachineArgs { smoke, ..Default::default() }))?;
         Ok((report.to_markdown(), report.to_json()))
     })?;
     let stolen = machine_bench::stolen_share(ticks, machine_bench::cpu_ticks());
@@ -256,10 +274,9 @@ fn summary_table(sections: &[(&str, String, serde_json::Value)]) -> String {
 }
 
 fn main() -> anyhow::Result<()> {
-    let arguments: Vec<String> = std::env::args().skip(1).collect();
-    match arguments.first().map(String::as_str) {
-        Some("index") => {
-            let options = IndexOptions::parse(&arguments[1..])?;
+    match Cli::parse().benchmark {
+        Benchmark::Index(args) => {
+            let options = IndexOptions::from_args(&args)?;
             let report = run_index_benchmark(&options)?;
             if options.json {
                 println!("{}", serde_json::to_string_pretty(&report.to_json())?);
@@ -268,8 +285,8 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Some("analysis") => {
-            let options = AnalysisOptions::parse(&arguments[1..])?;
+        Benchmark::Analysis(args) => {
+            let options = AnalysisOptions::from_args(&args)?;
             let report = run_analysis_benchmark(&options)?;
             // The table for people, then the figures on one JSON line for scripts and CI logs.
             if !options.json {
@@ -278,41 +295,50 @@ fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&report.to_json())?);
             Ok(())
         }
-        Some("ledger") => {
-            let options = LedgerOptions::parse(&arguments[1..])?;
+        Benchmark::Ledger(args) => {
+            let options = LedgerOptions::from_args(&args)?;
             let report = run_ledger_benchmark(&options)?;
             print_report(options.json, &report.to_markdown(), &report.to_json())
         }
-        Some("decide") => {
-            let options = DecideOptions::parse(&arguments[1..])?;
+        Benchmark::Decide(args) => {
+            let options = DecideOptions::from_args(&args)?;
             let report = run_decide_benchmark(&options)?;
             print_report(options.json, &report.to_markdown(), &report.to_json())
         }
-        Some("ingest") => {
-            let options = IngestOptions::parse(&arguments[1..])?;
+        Benchmark::Ingest(args) => {
+            let options = IngestOptions::from_args(&args)?;
             let report = run_ingest_benchmark(&options)?;
             print_report(options.json, &report.to_markdown(), &report.to_json())
         }
-        Some("reads") => {
-            let options = ReadsOptions::parse(&arguments[1..])?;
+        Benchmark::Reads(args) => {
+            let options = ReadsOptions::from_args(&args)?;
             let report = run_reads_benchmark(&options)?;
             print_report(options.json, &report.to_markdown(), &report.to_json())
         }
-        Some("peers") => {
-            let options = PeersOptions::parse(&arguments[1..])?;
+        Benchmark::Peers(args) => {
+            let options = PeersOptions::from_args(&args)?;
             let report = run_peers_benchmark(&options)?;
             print_report(options.json, &report.to_markdown(), &report.to_json())
         }
-        Some("machine") => {
-            let options = MachineOptions::parse(&arguments[1..])?;
+        Benchmark::Machine(args) => {
+            let options = MachineOptions::from_args(&args);
             let report = run_machine_benchmark(&options)?;
             print_report(options.json, &report.to_markdown(), &report.to_json())
         }
-        Some("all") => run_all(&arguments[1..]),
-        Some("--help" | "-h" | "help") => {
-            println!("{}", usage());
-            Ok(())
-        }
-        _ => bail!("{}", usage()),
+        Benchmark::All(args) => run_all(args.smoke),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+        assert!(Cli::try_parse_from(["kura-bench", "all", "--smoke"]).is_ok());
+        assert!(Cli::try_parse_from(["kura-bench", "all", "--fast"]).is_err());
     }
 }

@@ -33,13 +33,53 @@ use anyhow::{Context as _, bail, ensure};
 use kura_server::{App, Clock, Config};
 use serde_json::{Value, json};
 
-use crate::figures::{Arguments, durable_sqlite, grouped, percentile};
+use crate::figures::{count, durable_sqlite, grouped, number, percentile};
 use crate::population::SplitMix64;
 
-pub const INGEST_USAGE: &str =
-    "usage: kura-bench ingest [--bundles N] [--clients C] [--resources MIN-MAX] [--seed S] [--json] [--smoke]";
-pub const READS_USAGE: &str =
-    "usage: kura-bench reads [--records N] [--seconds S] [--resources MIN-MAX] [--seed S] [--json] [--smoke]";
+/// `kura-bench ingest`: uploads over HTTP to an in-process server.
+#[derive(Debug, Default, clap::Args)]
+pub struct IngestArgs {
+    /// Patients uploaded, one FHIR Bundle each [default: 2,000; with --smoke 24].
+    #[arg(long, value_name = "N", value_parser = count)]
+    pub bundles: Option<usize>,
+    /// Clients uploading at once [default: 8].
+    #[arg(long, value_name = "C", value_parser = count)]
+    pub clients: Option<usize>,
+    /// Resources per bundle [default: 20-200].
+    #[arg(long, value_name = "MIN-MAX", value_parser = parse_range)]
+    pub resources: Option<(usize, usize)>,
+    /// The seed of the bundles [default: 42].
+    #[arg(long, value_name = "S", value_parser = number)]
+    pub seed: Option<u64>,
+    /// Print only the JSON figures.
+    #[arg(long)]
+    pub json: bool,
+    /// A tiny run that only checks that the harness works (CI).
+    #[arg(long)]
+    pub smoke: bool,
+}
+/// `kura-bench reads`: consented reads over HTTP.
+#[derive(Debug, Default, clap::Args)]
+pub struct ReadsArgs {
+    /// Records uploaded, then read [default: 300; with --smoke 16].
+    #[arg(long, value_name = "N", value_parser = count)]
+    pub records: Option<usize>,
+    /// Seconds of reads at each client count [default: 10; with --smoke 0.5].
+    #[arg(long, value_name = "S", value_parser = seconds)]
+    pub seconds: Option<f64>,
+    /// Resources per record [default: 20-200].
+    #[arg(long, value_name = "MIN-MAX", value_parser = parse_range)]
+    pub resources: Option<(usize, usize)>,
+    /// The seed of the records [default: 7].
+    #[arg(long, value_name = "S", value_parser = number)]
+    pub seed: Option<u64>,
+    /// Print only the JSON figures.
+    #[arg(long)]
+    pub json: bool,
+    /// A tiny run that only checks that the harness works (CI).
+    #[arg(long)]
+    pub smoke: bool,
+}
 
 const FHIR: &str = "application/fhir+json";
 const DICOM: &str = "application/dicom";
@@ -280,6 +320,12 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
+/// `--seconds`: a number of seconds, such as 10 or 0.5.
+fn seconds(text: &str) -> anyhow::Result<f64> {
+    text.parse().with_context(|| format!("{text:?} is not a number"))
+}
+
+/// `--resources MIN-MAX`.
 fn parse_range(text: &str) -> anyhow::Result<(usize, usize)> {
     let (low, high) = text.split_once('-').with_context(|| format!("{text:?} is not MIN-MAX"))?;
     let range = (low.parse()?, high.parse()?);
@@ -304,20 +350,14 @@ pub struct IngestOptions {
 }
 
 impl IngestOptions {
-    pub fn parse(arguments: &[String]) -> anyhow::Result<Self> {
-        let mut options = Self { bundles: 2_000, clients: 8, resources: (20, 200), seed: 42, json: false };
-        let mut arguments = Arguments::new(arguments, INGEST_USAGE);
-        while let Some(flag) = arguments.next_flag() {
-            match flag {
-                "--bundles" => options.bundles = arguments.count(flag)?,
-                "--clients" => options.clients = arguments.count(flag)?,
-                "--seed" => options.seed = arguments.number(flag)?,
-                "--resources" => options.resources = parse_range(arguments.value(flag)?)?,
-                "--json" => options.json = true,
-                "--smoke" => options.bundles = 24,
-                other => return Err(arguments.unknown(other)),
-            }
-        }
+    pub fn from_args(args: &IngestArgs) -> anyhow::Result<Self> {
+        let options = Self {
+            bundles: args.bundles.unwrap_or(if args.smoke { 24 } else { 2_000 }),
+            clients: args.clients.unwrap_or(8),
+            resources: args.resources.unwrap_or((20, 200)),
+            seed: args.seed.unwrap_or(42),
+            json: args.json,
+        };
         ensure!(options.bundles > 0 && options.clients > 0, "--bundles and --clients must be at least 1");
         Ok(options)
     }
@@ -582,26 +622,14 @@ pub struct ReadsOptions {
 }
 
 impl ReadsOptions {
-    pub fn parse(arguments: &[String]) -> anyhow::Result<Self> {
-        let mut options = Self { records: 300, seconds: 10.0, resources: (20, 200), seed: 7, json: false };
-        let mut arguments = Arguments::new(arguments, READS_USAGE);
-        while let Some(flag) = arguments.next_flag() {
-            match flag {
-                "--records" => options.records = arguments.count(flag)?,
-                "--seconds" => {
-                    let text = arguments.value(flag)?;
-                    options.seconds = text.parse().with_context(|| format!("--seconds {text:?} is not a number"))?;
-                }
-                "--seed" => options.seed = arguments.number(flag)?,
-                "--resources" => options.resources = parse_range(arguments.value(flag)?)?,
-                "--json" => options.json = true,
-                "--smoke" => {
-                    options.records = 16;
-                    options.seconds = 0.5;
-                }
-                other => return Err(arguments.unknown(other)),
-            }
-        }
+    pub fn from_args(args: &ReadsArgs) -> anyhow::Result<Self> {
+        let options = Self {
+            records: args.records.unwrap_or(if args.smoke { 16 } else { 300 }),
+            seconds: args.seconds.unwrap_or(if args.smoke { 0.5 } else { 10.0 }),
+            resources: args.resources.unwrap_or((20, 200)),
+            seed: args.seed.unwrap_or(7),
+            json: args.json,
+        };
         ensure!(options.records > 0 && options.seconds > 0.0, "--records and --seconds must be positive");
         Ok(options)
     }

@@ -16,7 +16,7 @@ use kura_stats::result::MeasureResult;
 use kura_stats::{Computation, Context, KeyCache, Noise, Partition, Release, Shard, compute, control, parse_spec};
 use serde_json::json;
 
-use crate::figures::{count, days_32, grouped, mebibytes, number, percentile, process_memory};
+use crate::figures::{RunFlags, count, days_32, grouped, mebibytes, number, percentile, process_memory};
 use crate::population::{OBSERVATIONS, SplitMix64, Vocabulary, build_population};
 
 /// `kura-bench analysis`: the analysis engine over the same population.
@@ -31,12 +31,8 @@ pub struct AnalysisArgs {
     /// The population's seed [default: 42].
     #[arg(long, value_name = "S", value_parser = number)]
     pub seed: Option<u64>,
-    /// Print only the JSON figures.
-    #[arg(long)]
-    pub json: bool,
-    /// A tiny run that only checks that the harness works (CI).
-    #[arg(long)]
-    pub smoke: bool,
+    #[command(flatten)]
+    pub run: RunFlags,
 }
 
 /// The observation code summarised, and its histogram's bin edges (bins `<5`, `[5,6)`, ...,
@@ -67,10 +63,10 @@ pub struct AnalysisOptions {
 impl AnalysisOptions {
     pub fn from_args(args: &AnalysisArgs) -> anyhow::Result<Self> {
         let options = Self {
-            patients: args.patients.unwrap_or(if args.smoke { 10_000 } else { 1_000_000 }),
-            runs: args.runs.unwrap_or(if args.smoke { 5 } else { 30 }),
+            patients: args.patients.unwrap_or(if args.run.smoke { 10_000 } else { 1_000_000 }),
+            runs: args.runs.unwrap_or(if args.run.smoke { 5 } else { 30 }),
             seed: args.seed.unwrap_or(42),
-            json: args.json,
+            json: args.run.json,
         };
         if options.patients == 0 || options.runs == 0 {
             bail!("--patients and --runs must be at least 1");

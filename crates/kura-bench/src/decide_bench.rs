@@ -27,7 +27,7 @@ use kura_core::record::{CategorySet, PartCategory, RecordState};
 use kura_core::time::{Period, Timestamp};
 use serde_json::json;
 
-use crate::figures::{count, grouped, percentile};
+use crate::figures::{RunFlags, count, grouped, percentile};
 
 /// `kura-bench decide`: the policy check, `kura_core::policy::decide()`.
 #[derive(Debug, Default, clap::Args)]
@@ -35,12 +35,8 @@ pub struct DecideArgs {
     /// Timed batches of 1,000 calls [default: 2,000; with --smoke 50].
     #[arg(long, value_name = "N", value_parser = count)]
     pub samples: Option<usize>,
-    /// Print only the JSON figures.
-    #[arg(long)]
-    pub json: bool,
-    /// A tiny run that only checks that the harness works (CI).
-    #[arg(long)]
-    pub smoke: bool,
+    #[command(flatten)]
+    pub run: RunFlags,
 }
 
 /// Calls per timed batch.
@@ -55,7 +51,8 @@ pub struct DecideOptions {
 
 impl DecideOptions {
     pub fn from_args(args: &DecideArgs) -> anyhow::Result<Self> {
-        let options = Self { samples: args.samples.unwrap_or(if args.smoke { 50 } else { 2_000 }), json: args.json };
+        let options =
+            Self { samples: args.samples.unwrap_or(if args.run.smoke { 50 } else { 2_000 }), json: args.run.json };
         if options.samples == 0 {
             bail!("--samples must be at least 1");
         }

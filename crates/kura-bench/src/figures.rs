@@ -99,3 +99,21 @@ mod tests {
         assert_eq!((mebibytes(Some(3 << 20)), mebibytes(None)), ("3 MiB".to_owned(), "n/a".to_owned()));
     }
 }
+
+/// The options every benchmark takes: `--json` and `--smoke`.
+#[derive(Debug, Default, Clone, Copy, clap::Args)]
+pub struct RunFlags {
+    /// Print only the JSON figures.
+    #[arg(long)]
+    pub json: bool,
+    /// A tiny run that only checks that the harness works (CI).
+    #[arg(long)]
+    pub smoke: bool,
+}
+
+impl RunFlags {
+    /// The flags of one section of `kura-bench all`: tables, tiny when `smoke`.
+    pub fn smoke(smoke: bool) -> Self {
+        Self { json: false, smoke }
+    }
+}

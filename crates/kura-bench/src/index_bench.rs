@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use kura_core::labels::Label;
 use kura_index::{LabelIndex, parse_text};
 
-use crate::figures::{count, days_32, grouped, mebibytes, number, percentile, process_memory};
+use crate::figures::{RunFlags, count, days_32, grouped, mebibytes, number, percentile, process_memory};
 use crate::population::{SplitMix64, Vocabulary, build_population};
 
 /// `kura-bench index`: five-criteria cohort searches on a label index.
@@ -22,12 +22,8 @@ pub struct IndexArgs {
     /// The population's seed [default: 42].
     #[arg(long, value_name = "S", value_parser = number)]
     pub seed: Option<u64>,
-    /// Print only the JSON figures.
-    #[arg(long)]
-    pub json: bool,
-    /// A tiny run that only checks that the harness works (CI).
-    #[arg(long)]
-    pub smoke: bool,
+    #[command(flatten)]
+    pub run: RunFlags,
 }
 
 #[derive(Debug)]
@@ -41,10 +37,10 @@ pub struct IndexOptions {
 impl IndexOptions {
     pub fn from_args(args: &IndexArgs) -> anyhow::Result<Self> {
         let options = Self {
-            patients: args.patients.unwrap_or(if args.smoke { 10_000 } else { 1_000_000 }),
-            queries: args.queries.unwrap_or(if args.smoke { 20 } else { 200 }),
+            patients: args.patients.unwrap_or(if args.run.smoke { 10_000 } else { 1_000_000 }),
+            queries: args.queries.unwrap_or(if args.run.smoke { 20 } else { 200 }),
             seed: args.seed.unwrap_or(42),
-            json: args.json,
+            json: args.run.json,
         };
         if options.patients == 0 || options.queries == 0 {
             bail!("--patients and --queries must be at least 1");

@@ -17,7 +17,7 @@ use anyhow::{Context as _, bail};
 use kura_stats::{MemberKeys, Partition};
 use serde_json::json;
 
-use crate::figures::{count, grouped};
+use crate::figures::{RunFlags, count, grouped};
 
 /// `kura-bench ledger`: a research organisation's disclosure ledger over many people.
 #[derive(Debug, Default, clap::Args)]
@@ -28,12 +28,8 @@ pub struct LedgerArgs {
     /// Runs of each timing, of which the median is reported [default: 5; with --smoke 1].
     #[arg(long, value_name = "R", value_parser = count)]
     pub runs: Option<usize>,
-    /// Print only the JSON figures.
-    #[arg(long)]
-    pub json: bool,
-    /// A tiny run that only checks that the harness works (CI).
-    #[arg(long)]
-    pub smoke: bool,
+    #[command(flatten)]
+    pub run: RunFlags,
 }
 
 /// Sets that each halve every atom of the ledger, after the first search of everyone.
@@ -53,9 +49,9 @@ pub struct LedgerOptions {
 impl LedgerOptions {
     pub fn from_args(args: &LedgerArgs) -> anyhow::Result<Self> {
         let options = Self {
-            people: args.people.unwrap_or(if args.smoke { 20_000 } else { 1_000_000 }),
-            runs: args.runs.unwrap_or(if args.smoke { 1 } else { 5 }),
-            json: args.json,
+            people: args.people.unwrap_or(if args.run.smoke { 20_000 } else { 1_000_000 }),
+            runs: args.runs.unwrap_or(if args.run.smoke { 1 } else { 5 }),
+            json: args.run.json,
         };
         if options.runs == 0 {
             bail!("--runs must be at least 1");

@@ -21,17 +21,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::figures::{durable_sqlite, percentile};
+use crate::figures::{RunFlags, durable_sqlite, percentile};
 
 /// `kura-bench machine`: yardsticks of the machine.
 #[derive(Debug, Default, clap::Args)]
 pub struct MachineArgs {
-    /// Print only the JSON figures.
-    #[arg(long)]
-    pub json: bool,
-    /// A tiny run that only checks that the harness works (CI).
-    #[arg(long)]
-    pub smoke: bool,
+    #[command(flatten)]
+    pub run: RunFlags,
 }
 
 #[derive(Debug)]
@@ -46,10 +42,10 @@ pub struct MachineOptions {
 
 impl MachineOptions {
     pub fn from_args(args: &MachineArgs) -> Self {
-        if args.smoke {
-            Self { hashes: 100_000, chase_len: 1 << 16, chase_reads: 10_000, commits: 20, json: args.json }
+        if args.run.smoke {
+            Self { hashes: 100_000, chase_len: 1 << 16, chase_reads: 10_000, commits: 20, json: args.run.json }
         } else {
-            Self { hashes: 20_000_000, chase_len: 32 << 20, chase_reads: 2_000_000, commits: 400, json: args.json }
+            Self { hashes: 20_000_000, chase_len: 32 << 20, chase_reads: 2_000_000, commits: 400, json: args.run.json }
         }
     }
 }

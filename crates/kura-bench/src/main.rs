@@ -45,6 +45,8 @@ mod server_bench;
 
 use clap::{Parser, Subcommand};
 
+use crate::figures::RunFlags;
+
 use crate::analysis_bench::{AnalysisArgs, AnalysisOptions, run_analysis_benchmark};
 use crate::decide_bench::{DecideArgs, DecideOptions, run_decide_benchmark};
 use crate::index_bench::{IndexArgs, IndexOptions, run_index_benchmark};
@@ -116,44 +118,64 @@ fn run_all(smoke: bool) -> anyhow::Result<()> {
         anyhow::Ok(())
     };
     timed("index", &mut || {
-        let report = run_index_benchmark(&IndexOptions::from_args(&IndexArgs { smoke, ..Default::default() })?)?;
+        let report = run_index_benchmark(&IndexOptions::from_args(&IndexArgs {
+            run: RunFlags::smoke(smoke),
+            ..Default::default()
+        })?)?;
         Ok((report.to_markdown(), report.to_json()))
     })?;
     timed("analysis", &mut || {
-        let report =
-            run_analysis_benchmark(&AnalysisOptions::from_args(&AnalysisArgs { smoke, ..Default::default() })?)?;
+        let report = run_analysis_benchmark(&AnalysisOptions::from_args(&AnalysisArgs {
+            run: RunFlags::smoke(smoke),
+            ..Default::default()
+        })?)?;
         Ok((report.to_markdown(), report.to_json()))
     })?;
     timed("ledger", &mut || {
-        let report = run_ledger_benchmark(&LedgerOptions::from_args(&LedgerArgs { smoke, ..Default::default() })?)?;
+        let report = run_ledger_benchmark(&LedgerOptions::from_args(&LedgerArgs {
+            run: RunFlags::smoke(smoke),
+            ..Default::default()
+        })?)?;
         Ok((report.to_markdown(), report.to_json()))
     })?;
     timed("decide", &mut || {
-        let report = run_decide_benchmark(&DecideOptions::from_args(&DecideArgs { smoke, ..Default::default() })?)?;
+        let report = run_decide_benchmark(&DecideOptions::from_args(&DecideArgs {
+            run: RunFlags::smoke(smoke),
+            ..Default::default()
+        })?)?;
         Ok((report.to_markdown(), report.to_json()))
     })?;
     timed("ingest", &mut || {
-        let report = run_ingest_benchmark(&IngestOptions::from_args(&IngestArgs { smoke, ..Default::default() })?)?;
+        let report = run_ingest_benchmark(&IngestOptions::from_args(&IngestArgs {
+            run: RunFlags::smoke(smoke),
+            ..Default::default()
+        })?)?;
         Ok((report.to_markdown(), report.to_json()))
     })?;
     timed("reads", &mut || {
-        let report = run_reads_benchmark(&ReadsOptions::from_args(&ReadsArgs { smoke, ..Default::default() })?)?;
+        let report = run_reads_benchmark(&ReadsOptions::from_args(&ReadsArgs {
+            run: RunFlags::smoke(smoke),
+            ..Default::default()
+        })?)?;
         Ok((report.to_markdown(), report.to_json()))
     })?;
     // The same reads of small records (a single-encounter upload, 1 to 3 resources): what a read
     // costs apart from moving a large bundle's bytes.
     timed("reads-small", &mut || {
-        let small = ReadsArgs { smoke, resources: Some((1, 3)), ..Default::default() };
+        let small = ReadsArgs { run: RunFlags::smoke(smoke), resources: Some((1, 3)), ..Default::default() };
         let report = run_reads_benchmark(&ReadsOptions::from_args(&small)?)?;
         Ok((report.to_markdown(), report.to_json()))
     })?;
     timed("peers", &mut || {
-        let report = run_peers_benchmark(&PeersOptions::from_args(&PeersArgs { smoke, ..Default::default() })?)?;
+        let report = run_peers_benchmark(&PeersOptions::from_args(&PeersArgs {
+            run: RunFlags::smoke(smoke),
+            ..Default::default()
+        })?)?;
         Ok((report.to_markdown(), report.to_json()))
     })?;
     // Last: its 256 MiB array would otherwise raise the peak memory the index section reports.
     timed("machine", &mut || {
-        let report = run_machine_benchmark(&MachineOptions::from_args(&MachineArgs { smoke, ..Default::default() }))?;
+        let report = run_machine_benchmark(&MachineOptions::from_args(&MachineArgs { run: RunFlags::smoke(smoke) }))?;
         Ok((report.to_markdown(), report.to_json()))
     })?;
     let stolen = machine_bench::stolen_share(ticks, machine_bench::cpu_ticks());

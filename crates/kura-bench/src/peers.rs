@@ -34,7 +34,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{ConnectOptions, Connection, Executor, Row};
 
 use crate::analysis_bench::{CODE, EDGES, K, SeededNoise, member_key, spec_json};
-use crate::figures::{count, days_32, grouped, number, percentile};
+use crate::figures::{RunFlags, count, days_32, grouped, number, percentile};
 use crate::index_bench::{Search, search};
 use crate::population::{SplitMix64, Vocabulary};
 
@@ -53,12 +53,8 @@ pub struct PeersArgs {
     /// The population's seed [default: 42].
     #[arg(long, value_name = "S", value_parser = number)]
     pub seed: Option<u64>,
-    /// Print only the JSON figures.
-    #[arg(long)]
-    pub json: bool,
-    /// A tiny run that only checks that the harness works (CI).
-    #[arg(long)]
-    pub smoke: bool,
+    #[command(flatten)]
+    pub run: RunFlags,
 }
 
 /// The PostgreSQL server used when `KURA_BENCH_POSTGRES_URL` is not set.
@@ -85,12 +81,12 @@ pub struct PeersOptions {
 impl PeersOptions {
     pub fn from_args(args: &PeersArgs) -> anyhow::Result<Self> {
         let options = Self {
-            patients: args.patients.unwrap_or(if args.smoke { 10_000 } else { 1_000_000 }),
-            queries: args.queries.unwrap_or(if args.smoke { 20 } else { 50 }),
-            runs: args.runs.unwrap_or(if args.smoke { 5 } else { 20 }),
+            patients: args.patients.unwrap_or(if args.run.smoke { 10_000 } else { 1_000_000 }),
+            queries: args.queries.unwrap_or(if args.run.smoke { 20 } else { 50 }),
+            runs: args.runs.unwrap_or(if args.run.smoke { 5 } else { 20 }),
             seed: args.seed.unwrap_or(42),
-            json: args.json,
-            smoke: args.smoke,
+            json: args.run.json,
+            smoke: args.run.smoke,
         };
         if options.patients == 0 || options.queries == 0 || options.runs == 0 {
             bail!("--patients, --queries and --runs must be at least 1");

@@ -33,7 +33,7 @@ use anyhow::{Context as _, bail, ensure};
 use kura_server::{App, Clock, Config};
 use serde_json::{Value, json};
 
-use crate::figures::{count, durable_sqlite, grouped, number, percentile};
+use crate::figures::{RunFlags, count, durable_sqlite, grouped, number, percentile};
 use crate::population::SplitMix64;
 
 /// `kura-bench ingest`: uploads over HTTP to an in-process server.
@@ -51,12 +51,8 @@ pub struct IngestArgs {
     /// The seed of the bundles [default: 42].
     #[arg(long, value_name = "S", value_parser = number)]
     pub seed: Option<u64>,
-    /// Print only the JSON figures.
-    #[arg(long)]
-    pub json: bool,
-    /// A tiny run that only checks that the harness works (CI).
-    #[arg(long)]
-    pub smoke: bool,
+    #[command(flatten)]
+    pub run: RunFlags,
 }
 /// `kura-bench reads`: consented reads over HTTP.
 #[derive(Debug, Default, clap::Args)]
@@ -73,12 +69,8 @@ pub struct ReadsArgs {
     /// The seed of the records [default: 7].
     #[arg(long, value_name = "S", value_parser = number)]
     pub seed: Option<u64>,
-    /// Print only the JSON figures.
-    #[arg(long)]
-    pub json: bool,
-    /// A tiny run that only checks that the harness works (CI).
-    #[arg(long)]
-    pub smoke: bool,
+    #[command(flatten)]
+    pub run: RunFlags,
 }
 
 const FHIR: &str = "application/fhir+json";
@@ -352,11 +344,11 @@ pub struct IngestOptions {
 impl IngestOptions {
     pub fn from_args(args: &IngestArgs) -> anyhow::Result<Self> {
         let options = Self {
-            bundles: args.bundles.unwrap_or(if args.smoke { 24 } else { 2_000 }),
+            bundles: args.bundles.unwrap_or(if args.run.smoke { 24 } else { 2_000 }),
             clients: args.clients.unwrap_or(8),
             resources: args.resources.unwrap_or((20, 200)),
             seed: args.seed.unwrap_or(42),
-            json: args.json,
+            json: args.run.json,
         };
         ensure!(options.bundles > 0 && options.clients > 0, "--bundles and --clients must be at least 1");
         Ok(options)
@@ -624,11 +616,11 @@ pub struct ReadsOptions {
 impl ReadsOptions {
     pub fn from_args(args: &ReadsArgs) -> anyhow::Result<Self> {
         let options = Self {
-            records: args.records.unwrap_or(if args.smoke { 16 } else { 300 }),
-            seconds: args.seconds.unwrap_or(if args.smoke { 0.5 } else { 10.0 }),
+            records: args.records.unwrap_or(if args.run.smoke { 16 } else { 300 }),
+            seconds: args.seconds.unwrap_or(if args.run.smoke { 0.5 } else { 10.0 }),
             resources: args.resources.unwrap_or((20, 200)),
             seed: args.seed.unwrap_or(7),
-            json: args.json,
+            json: args.run.json,
         };
         ensure!(options.records > 0 && options.seconds > 0.0, "--records and --seconds must be positive");
         Ok(options)

@@ -486,7 +486,8 @@ pub fn may_manage_grants_of(actor: &Actor, owner: &Party, now: Timestamp) -> boo
 }
 
 /// Whether `actor` may learn where a moved record went: its last owner, or a grantee whose
-/// grant on it was in force when it moved.
+/// grant on it was in force when it moved and let it view some part of it. A grant that covered
+/// none of the record's categories never showed the record, so it does not reveal it now.
 pub fn may_know_location(actor: &Actor, record: &RecordPolicyView, moved_at: Timestamp) -> bool {
     let Some(parties) = actor.effective_parties(Action::View, moved_at) else {
         return false;
@@ -496,7 +497,9 @@ pub fn may_know_location(actor: &Actor, record: &RecordPolicyView, moved_at: Tim
             g.owner == record.owner
                 && parties.contains(&g.grantee)
                 && g.is_active(moved_at)
+                && g.terms.actions.contains(Action::View)
                 && g.terms.selector.matches(&record.id, &record.labels)
+                && covers(g.terms.scope, record.categories, Action::View, None)
         })
 }
 
@@ -746,6 +749,27 @@ mod tests {
         check(&guardian, Action::Delete, Refusal::MissingPower(Action::Delete));
         let pending = Actor::new(vec![Party::Account(account("agent"))]).acting_for(delegation(&[Action::View], None));
         check(&pending, Action::Delete, Refusal::LooksMissing);
+    }
+
+    #[test]
+    fn only_a_grant_that_showed_the_record_reveals_where_it_moved() {
+        let owner = Party::Account(account("alice"));
+        let viewer = Party::Organisation(OrgId::parse("sakura").unwrap());
+        let moved_at = Timestamp::from_millis(10);
+        let knows = |scope: &[PartCategory], actions: &[Action]| {
+            let r = record(
+                owner.clone(),
+                &[PartCategory::Condition, PartCategory::Observation],
+                vec![grant(owner.clone(), viewer.clone(), scope, actions)],
+            );
+            may_know_location(&Actor::new(vec![viewer.clone()]), &r, moved_at)
+        };
+        assert!(knows(&[PartCategory::Observation], &[Action::View]), "a grant viewing one part");
+        assert!(!knows(&[PartCategory::Document], &[Action::View, Action::Copy]), "documents only, none held");
+        assert!(!knows(&[PartCategory::Condition], &[Action::Statistics]), "no view power");
+        let r = record(owner.clone(), &[PartCategory::Condition], Vec::new());
+        assert!(may_know_location(&Actor::new(vec![owner.clone()]), &r, moved_at), "the last owner");
+        assert!(!may_know_location(&Actor::new(vec![viewer.clone()]), &r, moved_at), "no grant");
     }
 
     #[test]

@@ -102,6 +102,7 @@ const CALLERS: &[&str] = &[
     "agent_all",
     "grantee",
     "grantee_docs",
+    "grantee_expired",
     "other_patient",
     "other_staff",
     "hospital",
@@ -110,8 +111,9 @@ const CALLERS: &[&str] = &[
 ];
 
 /// The record states of the matrix: held by the hospital that uploaded it, transferred to the
-/// patient, deleted by the patient after the transfer.
-const STATES: &[&str] = &["held", "owned", "deleted"];
+/// patient, moved out of the server by the patient after the transfer (only a locator stays),
+/// deleted by the patient after the transfer.
+const STATES: &[&str] = &["held", "owned", "moved", "deleted"];
 
 /// The operations of the matrix, by operationId. `records_list` is whether the caller's list
 /// shows the record; the others are the status of the call.
@@ -191,6 +193,12 @@ async fn world() -> World {
     let docs_only = json!({"grantee": {"org": kita.id}, "scope": ["document"], "actions": ["view", "copy"]});
     app.post("/api/v1/grants", &owner, docs_only).await.expect(201);
     let other = app.institution("Minami Clinic").await;
+    // Higashi Clinic's grant of everything ran out a minute before the matrix runs.
+    let higashi = app.institution("Higashi Clinic").await;
+    let until = kura_testkit::rfc3339(app.now().plus_millis(60_000));
+    let lapsing =
+        json!({"grantee": {"org": higashi.id}, "scope": all, "actions": ["view", "copy"], "expires_at": until});
+    app.post("/api/v1/grants", &owner, lapsing).await.expect(201);
 
     let mut callers = BTreeMap::new();
     callers.insert("owner", (owner, None));
@@ -198,11 +206,14 @@ async fn world() -> World {
     callers.insert("agent_all", (app.token(&helper).await, Some(alice.id.clone())));
     callers.insert("grantee", (app.token(&sakura.staff).await, None));
     callers.insert("grantee_docs", (app.token(&kita.staff).await, None));
+    callers.insert("grantee_expired", (app.token(&higashi.staff).await, None));
     callers.insert("other_patient", (app.token(&bob).await, None));
     callers.insert("other_staff", (app.token(&other.staff).await, None));
     callers.insert("hospital", (app.token(&aoba.staff).await, None));
     callers.insert("researcher", (app.token(&lab.staff).await, None));
     callers.insert("operator", (app.operator_token().await, None));
+    // Tokens live 30 minutes; two minutes on, every token still works and the grant has lapsed.
+    app.app().clock().advance_millis(120_000);
     World { app, aoba, callers, uploads: std::cell::Cell::new(0) }
 }
 
@@ -217,8 +228,16 @@ impl World {
         }
         let staff = &self.callers["hospital"].0;
         self.app.post(&format!("/api/v1/records/{id}/transfer"), staff, json!({"agreement": {}})).await.expect(200);
-        if state == "deleted" {
-            self.app.delete(&format!("/api/v1/records/{id}"), &self.callers["owner"].0).await.expect(204);
+        let owner = &self.callers["owner"].0;
+        match state {
+            "deleted" => {
+                self.app.delete(&format!("/api/v1/records/{id}"), owner).await.expect(204);
+            }
+            "moved" => {
+                let away = json!({"destination": "a USB stick at home"});
+                self.app.post(&format!("/api/v1/records/{id}/move"), owner, away).await.expect(200);
+            }
+            _ => {}
         }
         id
     }
@@ -299,7 +318,7 @@ impl World {
 }
 
 /// Callers with no relation to Alice's records (no custody, grant or delegation).
-const UNRELATED: &[&str] = &["other_patient", "other_staff", "researcher", "grantee_docs"];
+const UNRELATED: &[&str] = &["other_patient", "other_staff", "researcher", "grantee_docs", "grantee_expired"];
 
 /// The table: `(operation, state) -> outcome per caller`.
 fn expected_table() -> BTreeMap<(String, String), Vec<String>> {

@@ -4,12 +4,13 @@
 # operation as a patient, a staff member, a researcher and an operator, checking that no answer
 # is a server error, every status is documented and every body matches its schema.
 #
-#   bash scripts/contract.sh                 # 20 examples per operation, 5 minutes at most
-#   CONTRACT_EXAMPLES=5 CONTRACT_SECONDS=120 bash scripts/contract.sh
+#   bash scripts/contract.sh                 # 20 examples per operation, 50 stateful scenarios, 5 minutes at most
+#   CONTRACT_EXAMPLES=5 CONTRACT_SCENARIOS=20 CONTRACT_SECONDS=120 bash scripts/contract.sh
 #   CONTRACT_ROLES="researcher" CONTRACT_LOGS=/tmp/st bash scripts/contract.sh   # one role, logs kept
 set -euo pipefail
 cd "$(dirname "$0")/.."
 examples="${CONTRACT_EXAMPLES:-20}"
+scenarios="${CONTRACT_SCENARIOS:-50}"
 budget="${CONTRACT_SECONDS:-300}"
 bin=$(bash scripts/venv.sh)
 cargo build --locked -q -p kura-cli
@@ -41,6 +42,17 @@ for role in ("patient", "staff", "researcher", "operator"):
     print(role, json.load(urllib.request.urlopen(request))["token"])
 PY
 
+# Examples per operation for the stateless phases; the stateful phase follows the document's
+# links (a record uploaded, then read, transferred, copied …) for its own number of scenarios.
+cat > "$dir/schemathesis.toml" <<TOML
+[generation]
+max-examples = $examples
+[phases.stateful]
+max-steps = 8
+[phases.stateful.generation]
+max-examples = $scenarios
+TOML
+
 started=$SECONDS
 failed=0
 roles="${CONTRACT_ROLES:-patient staff researcher operator}"
@@ -56,10 +68,10 @@ while read -r role token; do
     fi
     echo "== schemathesis as $role ($examples examples per operation, ${left}s left)"
     role_started=$SECONDS
-    timeout "$left" "$bin/schemathesis" run "$base/api/v1/openapi.json" \
+    timeout "$left" "$bin/schemathesis" --config-file "$dir/schemathesis.toml" run "$base/api/v1/openapi.json" \
         --url "$base" \
         --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance \
-        --max-examples "$examples" --seed 42 --generation-deterministic \
+        --seed 42 --generation-deterministic \
         --header "Authorization: Bearer $token" \
         --request-timeout 10 --no-color \
         > "$logs/st-$role.log" 2>&1 || { failed=1; echo "contract: failures as $role:"; tail -n 80 "$logs/st-$role.log"; }

@@ -4,6 +4,8 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+mod links;
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Kura", description = "A medical information server on which patients own their records."),
@@ -45,6 +47,7 @@ pub fn openapi_json() -> String {
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     let Ok(mut value) = serde_json::to_value(&doc) else { return "{}".to_owned() };
     contract::complete(&mut value);
+    links::add(&mut value);
     serde_json::to_string_pretty(&value).unwrap_or_else(|_| "{}".to_owned())
 }
 

@@ -9,6 +9,8 @@
 //!   listed). Every operation in the document's `records` tag that names a record must have a
 //!   row, so a new record route cannot go unreviewed. Every content read that succeeds must have
 //!   added an entry to the owner's audit timeline.
+//! - Operations around the records (grants, delegations, inbox, provider links, audit, studies,
+//!   a research organisation's ledger and webhook) × the same callers, against `authz_routes.txt`.
 //!
 //! The table is reviewed by hand: `KURA_UPDATE_SNAPSHOTS=1` rewrites it with what the server does
 //! today, and the diff is the review.
@@ -154,6 +156,20 @@ struct World {
     /// Each caller's token and, for agents, the patient it acts for.
     callers: BTreeMap<&'static str, (String, Option<String>)>,
     uploads: std::cell::Cell<usize>,
+    /// What the second table's operations act on (see `other_outcome`).
+    others: Others,
+}
+
+/// Alice's standing grant to Sakura, delegation to her viewer and provider link; the research
+/// organisation and its webhook; a counter for fresh people.
+struct Others {
+    sakura: Organisation,
+    lab: Organisation,
+    grant: String,
+    delegation: String,
+    provider: String,
+    webhook: String,
+    fresh: std::cell::Cell<usize>,
 }
 
 async fn world() -> World {
@@ -168,7 +184,9 @@ async fn world() -> World {
     let helper = app.patient("alice-helper").await;
     app.link(&aoba, &alice, "MRN-1").await;
     let owner = app.token(&alice).await;
-    app.post("/api/v1/delegations", &owner, json!({"agent": "alice-viewer", "powers": ["view"]})).await.expect(201);
+    let delegation =
+        app.post("/api/v1/delegations", &owner, json!({"agent": "alice-viewer", "powers": ["view"]})).await;
+    let delegation = delegation.expect(201).json()["id"].as_str().expect("delegation").to_owned();
     app.post(
         "/api/v1/delegations",
         &owner,
@@ -187,9 +205,9 @@ async fn world() -> World {
         "patient_entered",
         "other",
     ];
-    app.post("/api/v1/grants", &owner, json!({"grantee": {"org": sakura.id}, "scope": all, "actions": ["view"]}))
-        .await
-        .expect(201);
+    let grant =
+        app.post("/api/v1/grants", &owner, json!({"grantee": {"org": sakura.id}, "scope": all, "actions": ["view"]}));
+    let grant = grant.await.expect(201).json()["id"].as_str().expect("grant").to_owned();
     let docs_only = json!({"grantee": {"org": kita.id}, "scope": ["document"], "actions": ["view", "copy"]});
     app.post("/api/v1/grants", &owner, docs_only).await.expect(201);
     let other = app.institution("Minami Clinic").await;
@@ -212,9 +230,15 @@ async fn world() -> World {
     callers.insert("hospital", (app.token(&aoba.staff).await, None));
     callers.insert("researcher", (app.token(&lab.staff).await, None));
     callers.insert("operator", (app.operator_token().await, None));
+    let provider = app.post("/api/v1/providers", &callers["owner"].0, provider_link()).await;
+    let provider = provider.expect(201).json()["id"].as_str().expect("provider").to_owned();
+    let hook = json!({"url": "https://hooks.example.org/kura"});
+    let webhook = app.post("/api/v1/webhooks", &callers["researcher"].0, hook).await;
+    let webhook = webhook.expect(201).json()["id"].as_str().expect("webhook").to_owned();
     // Tokens live 30 minutes; two minutes on, every token still works and the grant has lapsed.
     app.app().clock().advance_millis(120_000);
-    World { app, aoba, callers, uploads: std::cell::Cell::new(0) }
+    let others = Others { sakura, lab, grant, delegation, provider, webhook, fresh: std::cell::Cell::new(0) };
+    World { app, aoba, callers, uploads: std::cell::Cell::new(0), others }
 }
 
 impl World {
@@ -320,11 +344,13 @@ impl World {
 /// Callers with no relation to Alice's records (no custody, grant or delegation).
 const UNRELATED: &[&str] = &["other_patient", "other_staff", "researcher", "grantee_docs", "grantee_expired"];
 
-/// The table: `(operation, state) -> outcome per caller`.
-fn expected_table() -> BTreeMap<(String, String), Vec<String>> {
+/// A reviewed table: `(operation, state) -> outcome per caller`.
+type Table = BTreeMap<(String, String), Vec<String>>;
+
+fn parse_table(text: &str) -> Table {
     let mut table = BTreeMap::new();
     let mut header_seen = false;
-    for line in include_str!("authz_matrix.txt").lines() {
+    for line in text.lines() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
@@ -342,25 +368,56 @@ fn expected_table() -> BTreeMap<(String, String), Vec<String>> {
     table
 }
 
-fn render(actual: &BTreeMap<(String, String), Vec<String>>) -> String {
-    let mut out: String =
-        include_str!("authz_matrix.txt").lines().take_while(|l| l.starts_with('#')).map(|l| format!("{l}\n")).collect();
+/// `actual` as a table, in `rows` order, under the comment lines of the reviewed `text`.
+fn render(text: &str, rows: &[(&str, &str)], actual: &Table) -> String {
+    let mut out: String = text.lines().take_while(|l| l.starts_with('#')).map(|l| format!("{l}\n")).collect();
     let widths: Vec<usize> =
-        std::iter::once(26).chain(std::iter::once(8)).chain(CALLERS.iter().map(|c| c.len().max(6))).collect();
+        std::iter::once(29).chain(std::iter::once(8)).chain(CALLERS.iter().map(|c| c.len().max(6))).collect();
     let header: Vec<&str> = ["operation", "state"].iter().chain(CALLERS).copied().collect();
     let line = |cells: &[&str]| {
         cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join(" ").trim_end().to_owned()
             + "\n"
     };
     out.push_str(&line(&header));
-    for operation in RECORD_OPERATIONS {
-        for state in STATES {
-            let row = &actual[&((*operation).to_owned(), (*state).to_owned())];
-            let cells: Vec<&str> = [*operation, *state].into_iter().chain(row.iter().map(String::as_str)).collect();
-            out.push_str(&line(&cells));
-        }
+    for (operation, state) in rows {
+        let row = &actual[&((*operation).to_owned(), (*state).to_owned())];
+        let cells: Vec<&str> = [*operation, *state].into_iter().chain(row.iter().map(String::as_str)).collect();
+        out.push_str(&line(&cells));
     }
     out
+}
+
+/// Compares `actual` with the reviewed table in `file` (whose text is `text`), or rewrites the
+/// file with `KURA_UPDATE_SNAPSHOTS=1`.
+fn check_against(file: &str, text: &str, rows: &[(&str, &str)], actual: &Table) {
+    println!(
+        "authorization matrix {file}: {} rows x {} callers = {} cells",
+        rows.len(),
+        CALLERS.len(),
+        rows.len() * CALLERS.len()
+    );
+    let rendered = render(text, rows, actual);
+    if std::env::var_os("KURA_UPDATE_SNAPSHOTS").is_some() {
+        let path = format!("{}/tests/e2e/{file}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::write(path, &rendered).expect("write the matrix");
+        return;
+    }
+    let expected = parse_table(text);
+    let mut differences = Vec::new();
+    for ((operation, state), row) in actual {
+        let want = expected.get(&(operation.clone(), state.clone()));
+        for (i, caller) in CALLERS.iter().enumerate() {
+            let wanted = want.map(|w| w[i].as_str()).unwrap_or("(no row)");
+            if wanted != row[i] {
+                differences.push(format!("{operation} {state} {caller}: table says {wanted}, server gave {}", row[i]));
+            }
+        }
+    }
+    assert!(
+        differences.is_empty(),
+        "the server differs from the reviewed matrix {file}:\n{}\n\nwhat it does now:\n{rendered}",
+        differences.join("\n")
+    );
 }
 
 #[tokio::test]
@@ -387,33 +444,156 @@ async fn record_operations_follow_the_reviewed_matrix() {
             actual.insert(((*operation).to_owned(), (*state).to_owned()), row);
         }
     }
-    let size = RECORD_OPERATIONS.len() * STATES.len() * CALLERS.len();
-    println!(
-        "authorization matrix: {} operations x {} states x {} callers = {size} cells",
-        RECORD_OPERATIONS.len(),
-        STATES.len(),
-        CALLERS.len()
-    );
-    let rendered = render(&actual);
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/authz_matrix.txt");
-    if std::env::var_os("KURA_UPDATE_SNAPSHOTS").is_some() {
-        std::fs::write(path, &rendered).expect("write the matrix");
-        return;
+    let rows: Vec<(&str, &str)> = RECORD_OPERATIONS.iter().flat_map(|o| STATES.iter().map(move |s| (*o, *s))).collect();
+    check_against("authz_matrix.txt", include_str!("authz_matrix.txt"), &rows, &actual);
+}
+
+/// The second table (`authz_routes.txt`): operations on what surrounds Alice's records — her
+/// grants, delegations, inbox and provider links — and on a research organisation's studies,
+/// ledger and webhook, by the same callers. `*_list` and `audit_list` say whether the caller's
+/// list shows the thing (`audit_list`: any entry about Alice's record); the others are statuses.
+const OTHER_OPERATIONS: &[&str] = &[
+    "grants_list",
+    "grants_revoke",
+    "delegations_list",
+    "delegations_revoke",
+    "delegations_accept",
+    "inbox_mark_read",
+    "providers_list",
+    "providers_remove",
+    "audit_list",
+    "research_review_study",
+    "research_disclosure",
+    "research_resume",
+    "inbox_list_webhook_deliveries",
+];
+
+/// A provider link whose server does not exist (nothing in the table talks to it).
+fn provider_link() -> Value {
+    json!({"name": "Aoba portal", "base_url": "http://fhir.aoba.example/fhir", "token": "t0k3n", "patient_id": "p-1"})
+}
+
+impl World {
+    fn fresh(&self) -> usize {
+        let n = self.others.fresh.get() + 1;
+        self.others.fresh.set(n);
+        n
     }
-    let expected = expected_table();
-    let mut differences = Vec::new();
-    for ((operation, state), row) in &actual {
-        let want = expected.get(&(operation.clone(), state.clone()));
-        for (i, caller) in CALLERS.iter().enumerate() {
-            let wanted = want.map(|w| w[i].as_str()).unwrap_or("(no row)");
-            if wanted != row[i] {
-                differences.push(format!("{operation} {state} {caller}: table says {wanted}, server gave {}", row[i]));
+
+    /// Whether the caller's list at `path` has an item with `id` under `key`.
+    async fn lists(&self, caller: &str, path: &str, key: &str, id: &str) -> String {
+        let listed = self.send(caller, Method::GET, path, None).await;
+        if listed.status != 200 {
+            return listed.status.to_string();
+        }
+        let items = listed.json()[key].as_array().cloned().unwrap_or_default();
+        if items.iter().any(|item| item["id"] == id) { "listed" } else { "hidden" }.to_owned()
+    }
+
+    /// The path `operation` acts on, made fresh where the call uses it up, for the second table.
+    async fn other_target(&self, operation: &str) -> (Method, String, Option<Value>) {
+        let owner = &self.callers["owner"].0;
+        let o = &self.others;
+        match operation {
+            "grants_revoke" => {
+                let body = json!({"grantee": {"org": o.sakura.id}, "scope": ["observation"], "actions": ["view"]});
+                let id = self.app.post("/api/v1/grants", owner, body).await.expect(201).json()["id"].clone();
+                (Method::DELETE, format!("/api/v1/grants/{}", id.as_str().expect("id")), None)
             }
+            "delegations_revoke" | "delegations_accept" => {
+                let friend = self.app.patient(&format!("alice-friend-{}", self.fresh())).await;
+                let body = json!({"agent": friend.username, "powers": ["view"]});
+                let id = self.app.post("/api/v1/delegations", owner, body).await.expect(201).json()["id"].clone();
+                let id = id.as_str().expect("id");
+                if operation == "delegations_revoke" {
+                    (Method::DELETE, format!("/api/v1/delegations/{id}"), None)
+                } else {
+                    (Method::POST, format!("/api/v1/delegations/{id}/accept"), Some(json!({})))
+                }
+            }
+            "inbox_mark_read" => {
+                let inbox = self.app.get("/api/v1/inbox", owner).await.expect(200).json();
+                let id = inbox["notifications"][0]["id"].as_str().expect("Alice has a notification").to_owned();
+                (Method::POST, format!("/api/v1/inbox/{id}/read"), Some(json!({})))
+            }
+            "providers_remove" => {
+                let id =
+                    self.app.post("/api/v1/providers", owner, provider_link()).await.expect(201).json()["id"].clone();
+                (Method::DELETE, format!("/api/v1/providers/{}", id.as_str().expect("id")), None)
+            }
+            "research_review_study" => {
+                let study = self.app.pending_study(&o.lab, &format!("Study {}", self.fresh())).await;
+                (Method::POST, format!("/api/v1/research/studies/{study}/review"), Some(json!({"decision": "reject"})))
+            }
+            "research_disclosure" => {
+                (Method::GET, format!("/api/v1/research/organisations/{}/disclosure", o.lab.id), None)
+            }
+            "research_resume" => {
+                (Method::POST, format!("/api/v1/research/organisations/{}/resume", o.lab.id), Some(json!({})))
+            }
+            "inbox_list_webhook_deliveries" => {
+                (Method::GET, format!("/api/v1/webhooks/{}/deliveries", o.webhook), None)
+            }
+            other => panic!("no request for {other}"),
         }
     }
-    assert!(
-        differences.is_empty(),
-        "the server differs from the reviewed matrix:\n{}\n\nwhat it does now:\n{rendered}",
-        differences.join("\n")
-    );
+
+    async fn other_outcome(&self, operation: &str, caller: &str, record: &str) -> String {
+        let o = &self.others;
+        match operation {
+            "grants_list" => return self.lists(caller, "/api/v1/grants", "grants", &o.grant).await,
+            "delegations_list" => return self.lists(caller, "/api/v1/delegations", "delegations", &o.delegation).await,
+            "providers_list" => return self.lists(caller, "/api/v1/providers", "providers", &o.provider).await,
+            "audit_list" => {
+                let listed = self.send(caller, Method::GET, "/api/v1/audit?limit=5000", None).await;
+                if listed.status != 200 {
+                    return listed.status.to_string();
+                }
+                let entries = listed.json()["entries"].as_array().cloned().unwrap_or_default();
+                return if entries.iter().any(|e| e["record"] == record) { "listed" } else { "hidden" }.to_owned();
+            }
+            _ => {}
+        }
+        let (method, path, body) = self.other_target(operation).await;
+        let response = self.send(caller, method.clone(), &path, body.clone()).await;
+        assert_ne!(response.status, 500, "{operation} {caller}: {}", response.text());
+        if UNRELATED.contains(&caller)
+            && ["grants_", "delegations_", "inbox_mark", "providers_"].iter().any(|p| operation.starts_with(p))
+        {
+            // Alice's things look to strangers exactly like things that do not exist.
+            let missing = fill_last_id(&path, "5d0c6a8e-1b2f-4e3a-9c7d-8f6e5a4b3c2d");
+            let answer = self.send(caller, method, &missing, body).await;
+            assert_eq!(
+                (response.status, response.error_code()),
+                (answer.status, answer.error_code()),
+                "{operation} answers {caller} about Alice's as about something that does not exist"
+            );
+        }
+        response.status.to_string()
+    }
+}
+
+/// `path` with its id segment (the one after the collection name) replaced by `id`.
+fn fill_last_id(path: &str, id: &str) -> String {
+    let segments: Vec<&str> = path.split('/').collect();
+    // /api/v1/<collection>/<id>[/<action>]
+    segments.iter().enumerate().map(|(i, s)| if i == 4 { id } else { s }).collect::<Vec<_>>().join("/")
+}
+
+#[tokio::test]
+async fn operations_around_records_follow_the_reviewed_matrix() {
+    let w = world().await;
+    // One record of Alice's, read by Sakura, so that audit lists have something to show or hide.
+    let record = w.record("owned").await;
+    w.send("grantee", Method::GET, &format!("/api/v1/records/{record}"), None).await;
+    let mut actual = BTreeMap::new();
+    for operation in OTHER_OPERATIONS {
+        let mut row = Vec::new();
+        for caller in CALLERS {
+            row.push(w.other_outcome(operation, caller, &record).await);
+        }
+        actual.insert(((*operation).to_owned(), "live".to_owned()), row);
+    }
+    let rows: Vec<(&str, &str)> = OTHER_OPERATIONS.iter().map(|o| (*o, "live")).collect();
+    check_against("authz_routes.txt", include_str!("authz_routes.txt"), &rows, &actual);
 }
